@@ -1,0 +1,411 @@
+//! Thread-per-core runtime: one worker per allowed CPU (sched_getaffinity), pinned, each with
+//! its own ring, buffer slab, pipe pool and mailbox. Nothing is shared between workers but the
+//! mailboxes and the metrics counters, so the hot path takes no lock.
+//!
+//! A worker asleep in `io_uring_enter` is woken by an eventfd read it keeps in flight on its ring;
+//! senders push to the crossbeam channel and then bump the eventfd. Without io_uring the worker
+//! blocks on the channel itself. Idle workers never poll.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::backend::{self, Backend, BackendChoice};
+use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{WorkerMetrics, WorkerSnapshot};
+use crate::sys;
+use crate::transfer::{self, FileRequest, Mode, Notify, Options, Shared, Sink, Source, Transfer};
+
+mod worker;
+
+pub(crate) enum Msg {
+    Copy(Box<FileRequest>),
+    Cancel(u64),
+    Shutdown,
+}
+
+/// How to reach one worker.
+pub(crate) struct Mailbox {
+    tx: Sender<Msg>,
+    efd: Option<Arc<OwnedFd>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Mailbox {
+    fn send(&self, m: Msg) -> bool {
+        let ok = self.tx.send(m).is_ok();
+        if let Some(efd) = &self.efd {
+            let _ = sys::eventfd_signal(std::os::fd::AsFd::as_fd(&**efd));
+        }
+        ok
+    }
+}
+
+impl Notify for Mailbox {
+    fn cancel(&self, id: u64) {
+        self.send(Msg::Cancel(id));
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    workers: Option<usize>,
+    chunk: usize,
+    depth: usize,
+    slab: usize,
+    backend: BackendChoice,
+    pin: bool,
+    ring_entries: u32,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            workers: None,
+            chunk: 256 * 1024,
+            depth: 8,
+            slab: 16 * 1024 * 1024,
+            backend: BackendChoice::Auto,
+            pin: true,
+            ring_entries: 256,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Number of workers (default: one per allowed CPU).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+    /// Default and maximum bytes per op; each slab buffer has this size (default 256 KiB).
+    pub fn chunk(mut self, bytes: usize) -> Self {
+        self.chunk = bytes.max(4096);
+        self
+    }
+    /// Default chunks in flight per transfer (default 8).
+    pub fn depth(mut self, n: usize) -> Self {
+        self.depth = n.max(1);
+        self
+    }
+    /// Bytes of registered buffers per worker (default 16 MiB). Bounds memory whatever the load.
+    pub fn slab(mut self, bytes: usize) -> Self {
+        self.slab = bytes;
+        self
+    }
+    pub fn backend(mut self, b: BackendChoice) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Pin each worker to its CPU (default true).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+    /// SQ entries per ring (CQ is twice that).
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n.clamp(8, 4096);
+        self
+    }
+
+    pub fn build(self) -> Result<Engine> {
+        let (backend, reason) = backend::select(self.backend)?;
+        let cpus = sys::allowed_cpus().unwrap_or_else(|_| vec![0]);
+        let n = self.workers.unwrap_or(cpus.len()).max(1);
+        let chunk = self.chunk.next_multiple_of(sys::page_size());
+        let count = (self.slab / chunk).max(self.depth).max(2);
+        // Registered buffers count against RLIMIT_MEMLOCK unless we hold CAP_IPC_LOCK.
+        let _ = sys::raise_memlock((n * count * chunk + (1 << 20) * n) as u64);
+        // Many files and pipes in flight: lift the soft descriptor limit to the hard one.
+        let _ = sys::raise_nofile(65_536);
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let mut mailboxes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        let mut metrics = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx): (Sender<Msg>, Receiver<Msg>) = crossbeam_channel::unbounded();
+            let efd = match backend {
+                Backend::Uring => Some(Arc::new(sys::eventfd().map_err(|e| Error::io("eventfd", None, e))?)),
+                Backend::Syscall => None,
+            };
+            let m = Arc::new(WorkerMetrics::default());
+            let active = Arc::new(AtomicUsize::new(0));
+            let cfg = worker::Config {
+                id: i,
+                cpu: self.pin.then(|| cpus[i % cpus.len()]),
+                backend,
+                ring_entries: self.ring_entries,
+                buffers: count,
+                chunk,
+                rx,
+                efd: efd.clone(),
+                metrics: m.clone(),
+                active: active.clone(),
+                ready: ready_tx.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("ferry-w{i}"))
+                .spawn(move || worker::run(cfg))
+                .map_err(|e| Error::io("spawn worker", None, e))?;
+            threads.push(t);
+            mailboxes.push(Arc::new(Mailbox { tx, efd, active }));
+            metrics.push(m);
+        }
+        drop(ready_tx);
+        let mut registration = Vec::new();
+        let mut setup = Vec::new();
+        let mut first_err = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(info)) => {
+                    registration.push(info.registered);
+                    setup = info.setup;
+                }
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(_) => first_err = first_err.or(Some(Error::new(ErrorKind::BackendUnavailable, "start worker"))),
+            }
+        }
+        let engine = Engine {
+            mailboxes,
+            threads,
+            metrics,
+            backend,
+            reason,
+            chunk,
+            depth: self.depth,
+            buffers_per_worker: count,
+            registration,
+            setup,
+            next_id: AtomicU64::new(1),
+        };
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(engine),
+        }
+    }
+}
+
+/// What a worker reports once its ring and slab are up.
+pub(crate) struct Ready {
+    pub registered: std::result::Result<(), String>,
+    pub setup: Vec<&'static str>,
+}
+
+/// The engine: a set of workers and the backend they run.
+pub struct Engine {
+    mailboxes: Vec<Arc<Mailbox>>,
+    threads: Vec<JoinHandle<()>>,
+    metrics: Vec<Arc<WorkerMetrics>>,
+    backend: Backend,
+    reason: String,
+    chunk: usize,
+    depth: usize,
+    buffers_per_worker: usize,
+    registration: Vec<std::result::Result<(), String>>,
+    setup: Vec<&'static str>,
+    next_id: AtomicU64,
+}
+
+/// A description of a running engine, for logs and `ferry doctor`.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub backend: Backend,
+    pub backend_reason: String,
+    pub workers: usize,
+    pub chunk: usize,
+    pub depth: usize,
+    pub buffers_per_worker: usize,
+    /// `Ok` when every worker registered its slab, else why not (reads/writes then use
+    /// unregistered buffers).
+    pub buffers_registered: std::result::Result<(), String>,
+    pub setup_flags: Vec<&'static str>,
+}
+
+impl Engine {
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// An engine with default settings.
+    pub fn new() -> Result<Engine> {
+        EngineBuilder::default().build()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn info(&self) -> EngineInfo {
+        EngineInfo {
+            backend: self.backend,
+            backend_reason: self.reason.clone(),
+            workers: self.mailboxes.len(),
+            chunk: self.chunk,
+            depth: self.depth,
+            buffers_per_worker: self.buffers_per_worker,
+            buffers_registered: self.registration.iter().find(|r| r.is_err()).cloned().unwrap_or(Ok(())),
+            setup_flags: self.setup.clone(),
+        }
+    }
+
+    /// Per-worker counters.
+    pub fn metrics(&self) -> Vec<WorkerSnapshot> {
+        self.metrics.iter().map(|m| m.snapshot()).collect()
+    }
+
+    /// Which mode `Mode::Auto` picks for a file -> file copy of `len` bytes, and why.
+    pub fn auto_mode(&self, len: u64, direct: bool) -> (Mode, &'static str) {
+        match (self.backend, direct) {
+            (Backend::Uring, true) => (Mode::UringFixed, "O_DIRECT: registered, aligned buffers with depth ops in flight"),
+            (Backend::Syscall, true) => (Mode::Buffered, "O_DIRECT without io_uring: aligned read/write loop"),
+            (Backend::Uring, false) if len <= self.chunk as u64 => (
+                Mode::UringFixed,
+                "small file: open, read, write, close and rename all in flight on the ring",
+            ),
+            (_, false) => (
+                Mode::CopyFileRange,
+                "copy_file_range moves page cache to page cache in the kernel (one memory copy, \
+                 reflink where supported); the benchmark measured it fastest for hot big files",
+            ),
+        }
+    }
+
+    /// Starts copying `src` to `dst`. Argument errors (missing source, directory, bad range,
+    /// forced mode the backend cannot run) come back at once; I/O errors through the handle.
+    pub fn copy(&self, src: Source, dst: Sink, opts: Options) -> Result<Transfer> {
+        let (Source::File(src), Sink::File(dst)) = (src, dst);
+        self.copy_file(&src, &dst, opts)
+    }
+
+    fn copy_file(&self, src: &Path, dst: &Path, opts: Options) -> Result<Transfer> {
+        let meta = std::fs::metadata(src).map_err(|e| Error::io("open", Some(src), e))?;
+        if meta.is_dir() {
+            return Err(Error::invalid("is a directory; copy directories with -r (Engine::copy_tree)").with_path(src));
+        }
+        if !meta.is_file() {
+            return Err(Error::invalid("not a regular file").with_path(src));
+        }
+        if let Ok(dm) = std::fs::metadata(dst) {
+            use std::os::unix::fs::MetadataExt;
+            if dm.is_dir() {
+                return Err(Error::invalid("is a directory; name the destination file or copy into the directory").with_path(dst));
+            }
+            if dm.dev() == meta.dev() && dm.ino() == meta.ino() {
+                return Err(Error::invalid(format!("{} and {} are the same file", src.display(), dst.display())));
+            }
+        }
+        use std::os::unix::fs::MetadataExt;
+        let size = meta.len();
+        let (start, len) = match opts.range {
+            None => (0, size),
+            Some((off, _)) if off > size => {
+                return Err(Error::invalid(format!("range offset {off} is past the end of the source ({size} bytes)")).with_path(src))
+            }
+            Some((off, Some(l))) if off + l > size => {
+                return Err(Error::invalid(format!(
+                    "range {off}+{l} runs past the end of the source ({size} bytes); shorten the length"
+                ))
+                .with_path(src))
+            }
+            Some((off, l)) => (off, l.unwrap_or(size - off)),
+        };
+        if opts.direct && start % transfer::file::DIRECT_ALIGN as u64 != 0 {
+            return Err(Error::invalid(format!(
+                "--direct needs a range offset aligned to {} bytes, got {start}",
+                transfer::file::DIRECT_ALIGN
+            )));
+        }
+        let (mode, reason) = match opts.mode {
+            Mode::Auto => {
+                let (m, r) = self.auto_mode(len, opts.direct);
+                (m, format!("auto: {r}"))
+            }
+            m if m.needs_uring() && self.backend != Backend::Uring => {
+                return Err(Error::new(ErrorKind::BackendUnavailable, "copy").with_detail(format!(
+                    "mode {m} needs io_uring but the engine runs the {} backend ({}); choose copy-file-range, splice or buffered",
+                    self.backend, self.reason
+                )))
+            }
+            m if opts.direct && !matches!(m, Mode::UringFixed | Mode::Buffered) => {
+                return Err(Error::invalid(format!(
+                    "--direct works with modes uring-fixed and buffered, not {m}"
+                )))
+            }
+            m => (m, "requested".to_string()),
+        };
+        let mut chunk = opts.chunk.unwrap_or(self.chunk).clamp(1, self.chunk);
+        if opts.direct {
+            chunk = chunk.next_multiple_of(transfer::file::DIRECT_ALIGN).min(self.chunk);
+        }
+        let depth = opts.depth.unwrap_or(self.depth).clamp(1, self.buffers_per_worker);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Shared::new(id, len);
+        let write_path = if opts.in_place { dst.to_path_buf() } else { transfer::temp_path(dst, id) };
+        let perm = opts.create_mode.unwrap_or(meta.mode() & 0o7777);
+        let req = FileRequest {
+            shared: shared.clone(),
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            write_path,
+            start,
+            len,
+            src_size: size,
+            src_sparse: meta.blocks() * 512 < size,
+            perm,
+            mode,
+            mode_reason: reason,
+            backend: self.backend,
+            chunk,
+            depth,
+            opts,
+        };
+        let mb = self.pick();
+        *shared.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(mb.clone() as Arc<dyn Notify>);
+        mb.active.fetch_add(1, Ordering::Relaxed);
+        if !mb.send(Msg::Copy(Box::new(req))) {
+            return Err(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine is shut down"));
+        }
+        Ok(Transfer { shared })
+    }
+
+    /// The least busy worker.
+    fn pick(&self) -> Arc<Mailbox> {
+        let start = self.next_id.load(Ordering::Relaxed) as usize;
+        let n = self.mailboxes.len();
+        (0..n)
+            .map(|k| &self.mailboxes[(start + k) % n])
+            .min_by_key(|m| m.active.load(Ordering::Relaxed))
+            .expect("at least one worker")
+            .clone()
+    }
+
+    /// Copies `src` to `dst` and waits.
+    pub fn copy_wait(&self, src: impl Into<PathBuf>, dst: impl Into<PathBuf>, opts: Options) -> Result<transfer::Report> {
+        self.copy(Source::file(src), Sink::file(dst), opts)?.wait()
+    }
+
+    /// Cancels everything in flight, waits for every op to complete, and stops the workers.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for mb in &self.mailboxes {
+            mb.send(Msg::Shutdown);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

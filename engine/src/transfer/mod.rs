@@ -1,0 +1,353 @@
+//! The domain: what to move (`Source`, `Sink`), how (`Mode`, `Options`), the plan (chunks over
+//! the data extents of a range), the `Transfer` handle callers hold, and the `Report` they get.
+//!
+//! The state machine that keeps N ops of a file copy in flight lives in `file.rs`; it runs on a
+//! worker and talks to the kernel only through `backend::Io`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::error::{Error, ErrorKind, Result};
+
+pub(crate) mod file;
+mod plan;
+mod rate;
+
+pub use plan::plan_chunks;
+pub use rate::RateLimit;
+
+/// How bytes move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Pick per pair from the probe and the benchmark's findings; the report says which and why.
+    #[default]
+    Auto,
+    /// io_uring READ_FIXED -> WRITE_FIXED through the registered slab, `depth` chunks in flight.
+    UringFixed,
+    /// io_uring SPLICE file -> pooled pipe -> file.
+    UringSplice,
+    /// copy_file_range(2) in chunks (in-kernel copy; reflink where the filesystem can).
+    CopyFileRange,
+    /// splice(2) through a pooled pipe.
+    Splice,
+    /// pread/pwrite with a user buffer: the baseline.
+    Buffered,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 6] =
+        [Mode::Auto, Mode::UringFixed, Mode::UringSplice, Mode::CopyFileRange, Mode::Splice, Mode::Buffered];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::UringFixed => "uring-fixed",
+            Mode::UringSplice => "uring-splice",
+            Mode::CopyFileRange => "copy-file-range",
+            Mode::Splice => "splice",
+            Mode::Buffered => "buffered",
+        }
+    }
+
+    /// Whether the mode needs the io_uring backend.
+    pub fn needs_uring(self) -> bool {
+        matches!(self, Mode::UringFixed | Mode::UringSplice)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+            Error::invalid(format!("unknown mode {s:?}: use one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// Where bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A regular file.
+    File(PathBuf),
+}
+
+impl Source {
+    pub fn file(p: impl Into<PathBuf>) -> Source {
+        Source::File(p.into())
+    }
+}
+
+/// Where bytes go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// A regular file, created or replaced.
+    File(PathBuf),
+}
+
+impl Sink {
+    pub fn file(p: impl Into<PathBuf>) -> Sink {
+        Sink::File(p.into())
+    }
+}
+
+/// Per-transfer options. `Options::default()` is a safe, fast copy: temp file + atomic rename,
+/// sparse files kept sparse, no fsync.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Bytes per op; `None` uses the engine's chunk (its buffer size, also the maximum).
+    pub chunk: Option<usize>,
+    /// Ops in flight per transfer; `None` uses the engine's depth.
+    pub depth: Option<usize>,
+    /// Open both files with O_DIRECT (bypass the page cache).
+    pub direct: bool,
+    /// Reserve the destination's blocks with fallocate before writing.
+    pub prealloc: bool,
+    /// fsync the destination before it is renamed into place.
+    pub fsync: bool,
+    /// Copy only `len` bytes (or to the end) starting at `offset` of the source.
+    pub range: Option<(u64, Option<u64>)>,
+    /// Write into the destination directly instead of a temp file renamed on success. An
+    /// existing destination is overwritten without truncation first (its blocks are reused), then
+    /// cut to length; a failed copy leaves it partly written.
+    pub in_place: bool,
+    /// Keep holes (SEEK_DATA/SEEK_HOLE) instead of writing zeros.
+    pub sparse: bool,
+    /// Shared bandwidth limit.
+    pub rate: Option<RateLimit>,
+    /// Give up (cancel, clean up) after this long.
+    pub deadline: Option<Duration>,
+    /// Permission bits for a new destination; `None` copies the source's.
+    pub create_mode: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Auto,
+            chunk: None,
+            depth: None,
+            direct: false,
+            prealloc: false,
+            fsync: false,
+            range: None,
+            in_place: false,
+            sparse: true,
+            rate: None,
+            deadline: None,
+            create_mode: None,
+        }
+    }
+}
+
+/// Latency percentiles of a transfer's data ops, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+/// What happened, once a transfer is done.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub backend: Backend,
+    pub mode: Mode,
+    /// Why `mode` was used (auto's reasoning, or a fallback down the chain).
+    pub mode_reason: String,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Data ops issued (reads, writes, splices, copy_file_range calls).
+    pub ops: u64,
+    pub latency: Latency,
+    pub worker: usize,
+    pub source: PathBuf,
+    pub destination: PathBuf,
+}
+
+impl Report {
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A point-in-time view of a transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Sends a cancel request to the worker that owns a transfer.
+pub(crate) trait Notify: Send + Sync {
+    fn cancel(&self, id: u64);
+}
+
+pub(crate) struct Shared {
+    pub id: u64,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub start: Instant,
+    pub cancelled: AtomicBool,
+    outcome: Mutex<Outcome>,
+    cv: Condvar,
+    pub notify: Mutex<Option<Arc<dyn Notify>>>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    result: Option<Result<Report>>,
+    finished: bool,
+    waker: Option<Waker>,
+}
+
+impl Shared {
+    pub fn new(id: u64, total: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            id,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(total),
+            start: Instant::now(),
+            cancelled: AtomicBool::new(false),
+            outcome: Mutex::new(Outcome::default()),
+            cv: Condvar::new(),
+            notify: Mutex::new(None),
+        })
+    }
+
+    /// Resolves the handle. Called exactly once, after every op of the transfer completed.
+    pub fn finish(&self, r: Result<Report>) {
+        let waker = {
+            let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            o.result = Some(r);
+            o.finished = true;
+            o.waker.take()
+        };
+        self.cv.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A running transfer: watch it, cancel it, wait for it (or `.await` it).
+pub struct Transfer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Transfer {
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            done: self.shared.done.load(Ordering::Relaxed),
+            total: self.shared.total.load(Ordering::Relaxed),
+            elapsed: self.shared.start.elapsed(),
+        }
+    }
+
+    /// Asks for cancellation. In-flight ops get IORING_OP_ASYNC_CANCEL; the handle resolves
+    /// with `ErrorKind::Cancelled` only once every one of them has completed and the temp file
+    /// is gone. Cancelling a finished transfer does nothing.
+    pub fn cancel(&self) {
+        if !self.shared.cancelled.swap(true, Ordering::SeqCst) {
+            let n = self.shared.notify.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(n) = n {
+                n.cancel(self.shared.id);
+            }
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner()).finished
+    }
+
+    /// Blocks until the transfer is done.
+    pub fn wait(self) -> Result<Report> {
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        while !o.finished {
+            o = self.shared.cv.wait(o).unwrap_or_else(|p| p.into_inner());
+        }
+        o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait")))
+    }
+
+    /// Blocks until done or `timeout` passes; on timeout gives the handle back.
+    pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<Result<Report>, Transfer> {
+        let deadline = Instant::now() + timeout;
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        while !o.finished {
+            let now = Instant::now();
+            if now >= deadline {
+                drop(o);
+                return Err(self);
+            }
+            o = self.shared.cv.wait_timeout(o, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        Ok(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait"))))
+    }
+}
+
+impl std::future::Future for Transfer {
+    type Output = Result<Report>;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if o.finished {
+            return Poll::Ready(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "poll"))));
+        }
+        o.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A request as the worker receives it.
+pub(crate) struct FileRequest {
+    pub shared: Arc<Shared>,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    /// Where bytes are written: a temp name beside `dst`, or `dst` itself in place.
+    pub write_path: PathBuf,
+    pub start: u64,
+    pub len: u64,
+    pub src_size: u64,
+    pub src_sparse: bool,
+    pub perm: u32,
+    pub mode: Mode,
+    pub mode_reason: String,
+    pub backend: Backend,
+    pub chunk: usize,
+    pub depth: usize,
+    pub opts: Options,
+}
+
+/// `dir/.name.ferry-<pid>-<id>.tmp`: hidden, unique, same filesystem as the destination so the
+/// final rename is atomic.
+pub(crate) fn temp_path(dst: &Path, id: u64) -> PathBuf {
+    let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = format!(".{name}.ferry-{}-{id}.tmp", std::process::id());
+    match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(tmp),
+        _ => PathBuf::from(tmp),
+    }
+}
