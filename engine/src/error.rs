@@ -38,10 +38,24 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, op: &'static str) -> Error {
-        Error { kind, op, path: None, context: None, detail: None, source: None }
+        Error {
+            kind,
+            op,
+            path: None,
+            context: None,
+            detail: None,
+            source: None,
+        }
     }
     pub fn io(op: &'static str, path: Option<&Path>, e: io::Error) -> Error {
-        Error { kind: ErrorKind::Io, op, path: path.map(Path::to_path_buf), context: None, detail: None, source: Some(e) }
+        Error {
+            kind: ErrorKind::Io,
+            op,
+            path: path.map(Path::to_path_buf),
+            context: None,
+            detail: None,
+            source: Some(e),
+        }
     }
     pub fn invalid(msg: impl Into<String>) -> Error {
         Error::new(ErrorKind::InvalidInput, "invalid input").with_detail(msg)
@@ -87,7 +101,11 @@ impl std::fmt::Display for Error {
         if let Some(p) = &self.path {
             write!(f, " {}", p.display())?;
         }
-        let mut sep = if self.kind == ErrorKind::InvalidInput && self.path.is_none() { "" } else { ": " };
+        let mut sep = if self.kind == ErrorKind::InvalidInput && self.path.is_none() {
+            ""
+        } else {
+            ": "
+        };
         if let Some(d) = &self.detail {
             write!(f, "{sep}{d}")?;
             sep = ": ";
@@ -111,7 +129,10 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
-            ErrorKind::Io => e.source.as_ref().map_or(io::ErrorKind::Other, io::Error::kind),
+            ErrorKind::Io => e
+                .source
+                .as_ref()
+                .map_or(io::ErrorKind::Other, io::Error::kind),
             ErrorKind::Cancelled => io::ErrorKind::Interrupted,
             ErrorKind::DeadlineExceeded => io::ErrorKind::TimedOut,
             ErrorKind::SourceChanged => io::ErrorKind::UnexpectedEof,

@@ -32,7 +32,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use metrics::WorkerSnapshot;
 pub use ring::{ProbeReport, SetupReport};
 pub use runtime::{Engine, EngineBuilder, EngineInfo};
-pub use transfer::{plan_chunks, Latency, Mode, Options, Progress, RateLimit, Report, Sink, Source, Transfer};
+pub use transfer::{
+    plan_chunks, Latency, Mode, Options, Progress, RateLimit, Report, Sink, Source, Transfer,
+    TreeOptions, TreeProgress, TreeReport,
+};
 
 /// Small system facts for diagnostics (`ferry doctor`) and the benchmark.
 pub mod system {

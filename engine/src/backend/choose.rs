@@ -53,10 +53,16 @@ pub fn probe_report() -> &'static Probed {
     PROBED.get_or_init(|| {
         let uring = match ring::probe() {
             Ok(p) if p.missing_required.is_empty() => Ok(p),
-            Ok(p) => Err(format!("kernel lacks io_uring ops {}", p.missing_required.join(", "))),
+            Ok(p) => Err(format!(
+                "kernel lacks io_uring ops {}",
+                p.missing_required.join(", ")
+            )),
             Err(e) => Err(explain_setup_error(&e)),
         };
-        Probed { kernel: crate::sys::kernel_release(), uring }
+        Probed {
+            kernel: crate::sys::kernel_release(),
+            uring,
+        }
     })
 }
 
@@ -81,7 +87,9 @@ fn explain_setup_error(e: &std::io::Error) -> String {
 /// Picks the backend for an engine. A forced choice that cannot be honoured is an error.
 pub fn select(choice: BackendChoice) -> Result<(Backend, String), Error> {
     let (choice, why) = match (choice, std::env::var("FERRY_BACKEND")) {
-        (BackendChoice::Auto, Ok(v)) if !v.is_empty() => (v.parse::<BackendChoice>()?, "FERRY_BACKEND"),
+        (BackendChoice::Auto, Ok(v)) if !v.is_empty() => {
+            (v.parse::<BackendChoice>()?, "FERRY_BACKEND")
+        }
         (BackendChoice::Auto, _) => (BackendChoice::Auto, "auto"),
         (c, _) => (c, "builder"),
     };
@@ -91,11 +99,19 @@ pub fn select(choice: BackendChoice) -> Result<(Backend, String), Error> {
         BackendChoice::Uring => match &probed.uring {
             Ok(_) => Ok((Backend::Uring, format!("io_uring forced by {why}"))),
             Err(reason) => Err(Error::new(ErrorKind::BackendUnavailable, "select backend")
-                .with_detail(format!("io_uring was forced by {why} but cannot run: {reason}"))),
+                .with_detail(format!(
+                    "io_uring was forced by {why} but cannot run: {reason}"
+                ))),
         },
         BackendChoice::Auto => match &probed.uring {
-            Ok(_) => Ok((Backend::Uring, "io_uring available, all required ops probed".into())),
-            Err(reason) => Ok((Backend::Syscall, format!("io_uring unavailable ({reason}); using the syscall fallback"))),
+            Ok(_) => Ok((
+                Backend::Uring,
+                "io_uring available, all required ops probed".into(),
+            )),
+            Err(reason) => Ok((
+                Backend::Syscall,
+                format!("io_uring unavailable ({reason}); using the syscall fallback"),
+            )),
         },
     }
 }

@@ -89,7 +89,15 @@ impl<T> Done<T> {
 }
 
 fn from_held<T>(tag: T, res: i32, held: Held, latency: Duration) -> Done<T> {
-    Done { tag, res, buf: held.buf, pipe: held.pipe, opened: None, ud: 0, latency }
+    Done {
+        tag,
+        res,
+        buf: held.buf,
+        pipe: held.pipe,
+        opened: None,
+        ud: 0,
+        latency,
+    }
 }
 
 fn neg(e: &io::Error) -> i32 {
@@ -107,7 +115,13 @@ pub(crate) struct Io<T> {
 
 impl<T> Io<T> {
     pub fn new(ring: Option<Ring<T>>, pool: Option<BufPool>, pipes: PipePool) -> Self {
-        Io { ring, pool, pipes, ready: VecDeque::new(), reaped: Vec::new() }
+        Io {
+            ring,
+            pool,
+            pipes,
+            ready: VecDeque::new(),
+            reaped: Vec::new(),
+        }
     }
 
     pub fn ring(&mut self) -> Option<&mut Ring<T>> {
@@ -123,9 +137,6 @@ impl<T> Io<T> {
             (None, Some(p)) => p,
             (None, None) => unreachable!("a worker always has a buffer pool"),
         }
-    }
-    pub fn buf_size(&mut self) -> usize {
-        self.pool().buf_size()
     }
     pub fn lease(&mut self) -> Option<BufLease> {
         self.pool().lease()
@@ -147,26 +158,54 @@ impl<T> Io<T> {
         !self.ready.is_empty()
     }
 
-    fn sync_done(&mut self, tag: T, res: io::Result<usize>, buf: Option<BufLease>, pipe: Option<Pipe>, t0: Instant) {
+    fn sync_done(
+        &mut self,
+        tag: T,
+        res: io::Result<usize>,
+        buf: Option<BufLease>,
+        pipe: Option<Pipe>,
+        t0: Instant,
+    ) {
         let res = match res {
             Ok(n) => n.min(i32::MAX as usize) as i32,
             Err(e) => neg(&e),
         };
-        self.ready.push_back(Done { tag, res, buf, pipe, opened: None, ud: 0, latency: t0.elapsed() });
+        self.ready.push_back(Done {
+            tag,
+            res,
+            buf,
+            pipe,
+            opened: None,
+            ud: 0,
+            latency: t0.elapsed(),
+        });
     }
 
-    fn ring_result(&mut self, r: Result<u64, PushError>, tag_back: impl FnOnce() -> T) -> Option<u64> {
+    fn ring_result(
+        &mut self,
+        r: Result<u64, PushError>,
+        tag_back: impl FnOnce() -> T,
+    ) -> Option<u64> {
         match r {
             Ok(ud) => Some(ud),
             Err((e, held)) => {
-                self.ready.push_back(from_held(tag_back(), neg(&e), held, Duration::ZERO));
+                self.ready
+                    .push_back(from_held(tag_back(), neg(&e), held, Duration::ZERO));
                 None
             }
         }
     }
 
     /// Reads up to `len` bytes at `off` into `buf`.
-    pub fn read(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize, off: u64) -> Option<u64>
+    pub fn read(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        len: usize,
+        off: u64,
+    ) -> Option<u64>
     where
         T: Clone,
     {
@@ -217,7 +256,15 @@ impl<T> Io<T> {
     }
 
     /// Moves up to `len` bytes from `fd` (at `off`) into `pipe`.
-    pub fn splice_in(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, off: Option<u64>, pipe: Pipe, len: usize) -> Option<u64>
+    pub fn splice_in(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        off: Option<u64>,
+        pipe: Pipe,
+        len: usize,
+    ) -> Option<u64>
     where
         T: Clone,
     {
@@ -237,7 +284,15 @@ impl<T> Io<T> {
     }
 
     /// Moves up to `len` bytes out of `pipe` into `fd` (at `off`).
-    pub fn splice_out(&mut self, ex: Exec, tag: T, pipe: Pipe, fd: &Arc<OwnedFd>, off: Option<u64>, len: usize) -> Option<u64>
+    pub fn splice_out(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        pipe: Pipe,
+        fd: &Arc<OwnedFd>,
+        off: Option<u64>,
+        len: usize,
+    ) -> Option<u64>
     where
         T: Clone,
     {
@@ -257,7 +312,15 @@ impl<T> Io<T> {
     }
 
     /// copy_file_range; always synchronous (io_uring has no such op).
-    pub fn copy_range(&mut self, tag: T, src: &Arc<OwnedFd>, src_off: u64, dst: &Arc<OwnedFd>, dst_off: u64, len: usize) {
+    pub fn copy_range(
+        &mut self,
+        tag: T,
+        src: &Arc<OwnedFd>,
+        src_off: u64,
+        dst: &Arc<OwnedFd>,
+        dst_off: u64,
+        len: usize,
+    ) {
         let t0 = Instant::now();
         let res = sys::copy_file_range(src.as_fd(), src_off, dst.as_fd(), dst_off, len);
         self.sync_done(tag, res, None, None, t0);
@@ -273,7 +336,15 @@ impl<T> Io<T> {
                 let c = match CString::new(path.as_os_str().as_bytes()) {
                     Ok(c) => c,
                     Err(_) => {
-                        self.ready.push_back(Done { tag, res: -libc::EINVAL, buf: None, pipe: None, opened: None, ud: 0, latency: Duration::ZERO });
+                        self.ready.push_back(Done {
+                            tag,
+                            res: -libc::EINVAL,
+                            buf: None,
+                            pipe: None,
+                            opened: None,
+                            ud: 0,
+                            latency: Duration::ZERO,
+                        });
                         return None;
                     }
                 };
@@ -294,7 +365,15 @@ impl<T> Io<T> {
                     Ok(f) => (0, Some(OwnedFd::from(f))),
                     Err(e) => (neg(&e), None),
                 };
-                self.ready.push_back(Done { tag, res, buf: None, pipe: None, opened, ud: 0, latency: t0.elapsed() });
+                self.ready.push_back(Done {
+                    tag,
+                    res,
+                    buf: None,
+                    pipe: None,
+                    opened,
+                    ud: 0,
+                    latency: t0.elapsed(),
+                });
                 None
             }
         }
@@ -327,8 +406,19 @@ impl<T> Io<T> {
     {
         match (ex, self.ring.as_mut()) {
             (Exec::Ring, Some(r)) => {
-                let (Ok(a), Ok(b)) = (CString::new(from.as_os_str().as_bytes()), CString::new(to.as_os_str().as_bytes())) else {
-                    self.ready.push_back(Done { tag, res: -libc::EINVAL, buf: None, pipe: None, opened: None, ud: 0, latency: Duration::ZERO });
+                let (Ok(a), Ok(b)) = (
+                    CString::new(from.as_os_str().as_bytes()),
+                    CString::new(to.as_os_str().as_bytes()),
+                ) else {
+                    self.ready.push_back(Done {
+                        tag,
+                        res: -libc::EINVAL,
+                        buf: None,
+                        pipe: None,
+                        opened: None,
+                        ud: 0,
+                        latency: Duration::ZERO,
+                    });
                     return None;
                 };
                 let t = tag.clone();
@@ -363,7 +453,14 @@ impl<T> Io<T> {
         }
     }
 
-    pub fn fallocate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Option<u64>
+    pub fn fallocate(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        off: u64,
+        len: u64,
+    ) -> Option<u64>
     where
         T: Clone,
     {

@@ -26,8 +26,10 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use crate::buffers::{BufLease, BufPool};
 use crate::sys::Pipe;
 
-/// Everything an op keeps alive for the kernel until its completion.
+/// Everything an op keeps alive for the kernel until its completion. Most fields are never
+/// read: owning them until the CQE is their whole job.
 #[derive(Debug, Default)]
+#[allow(dead_code)]
 pub struct Held {
     pub buf: Option<BufLease>,
     pub pipe: Option<Pipe>,
@@ -49,17 +51,6 @@ pub struct Completion<T> {
     /// The op's user_data (what ASYNC_CANCEL targets).
     pub user_data: u64,
     pub latency: Duration,
-}
-
-impl<T> Completion<T> {
-    /// The result as `io::Result`.
-    pub fn io_result(&self) -> io::Result<u32> {
-        if self.result < 0 {
-            Err(io::Error::from_raw_os_error(-self.result))
-        } else {
-            Ok(self.result as u32)
-        }
-    }
 }
 
 struct Slot<T> {
@@ -122,7 +113,12 @@ pub const REQUIRED: &[u8] = &[
 fn build(entries: u32, single_issuer: bool) -> io::Result<(IoUring, SetupReport)> {
     // (single_issuer, defer_taskrun, coop_taskrun)
     let attempts: &[(bool, bool, bool)] = if single_issuer {
-        &[(true, true, true), (true, false, true), (false, false, true), (false, false, false)]
+        &[
+            (true, true, true),
+            (true, false, true),
+            (false, false, true),
+            (false, false, false),
+        ]
     } else {
         &[(false, false, true), (false, false, false)]
     };
@@ -177,13 +173,20 @@ pub fn probe() -> io::Result<ProbeReport> {
     let (ring, setup) = build(8, false)?;
     let mut p = Probe::new();
     ring.submitter().register_probe(&mut p)?;
-    let ops: Vec<_> = OPCODES.iter().map(|&(n, c)| (n, p.is_supported(c))).collect();
+    let ops: Vec<_> = OPCODES
+        .iter()
+        .map(|&(n, c)| (n, p.is_supported(c)))
+        .collect();
     let missing_required = OPCODES
         .iter()
         .filter(|(_, c)| REQUIRED.contains(c) && !p.is_supported(*c))
         .map(|(n, _)| *n)
         .collect();
-    Ok(ProbeReport { setup, ops, missing_required })
+    Ok(ProbeReport {
+        setup,
+        ops,
+        missing_required,
+    })
 }
 
 /// A worker's ring: the io_uring, its slot table and its buffer slab.
@@ -249,9 +252,6 @@ impl<T> Ring<T> {
     pub fn pool(&mut self) -> &mut BufPool {
         &mut self.pool
     }
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
     /// SQEs queued but not yet handed to the kernel.
     pub fn queued(&mut self) -> usize {
         self.uring.submission().len()
@@ -276,7 +276,13 @@ impl<T> Ring<T> {
         self.push_op(sqe, tag, held, false)
     }
 
-    fn push_op(&mut self, sqe: squeue::Entry, tag: T, held: Held, opens: bool) -> Result<u64, PushError> {
+    fn push_op(
+        &mut self,
+        sqe: squeue::Entry,
+        tag: T,
+        held: Held,
+        opens: bool,
+    ) -> Result<u64, PushError> {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -287,7 +293,12 @@ impl<T> Ring<T> {
         };
         self.gens[idx as usize] = self.gens[idx as usize].wrapping_add(1);
         let ud = (u64::from(self.gens[idx as usize]) << 32) | u64::from(idx);
-        self.slots[idx as usize] = Some(Slot { tag, held, opens, submitted: Instant::now() });
+        self.slots[idx as usize] = Some(Slot {
+            tag,
+            held,
+            opens,
+            submitted: Instant::now(),
+        });
         let sqe = sqe.user_data(ud);
         loop {
             // SAFETY: every pointer in `sqe` points into the `held` resources now parked in the
@@ -317,16 +328,33 @@ impl<T> Ring<T> {
     }
 
     /// Reads up to `len` bytes at `off` into `buf` (READ_FIXED when the slab is registered).
-    pub fn read(&mut self, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize, off: u64) -> Result<u64, PushError> {
+    pub fn read(
+        &mut self,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        len: usize,
+        off: u64,
+    ) -> Result<u64, PushError> {
         let len = len.min(buf.capacity()) as u32;
         let ptr = buf.as_mut_ptr();
         let raw = types::Fd(fd.as_raw_fd());
         let sqe = if self.registered.is_ok() {
-            opcode::ReadFixed::new(raw, ptr, len, buf.index()).offset(off).build()
+            opcode::ReadFixed::new(raw, ptr, len, buf.index())
+                .offset(off)
+                .build()
         } else {
             opcode::Read::new(raw, ptr, len).offset(off).build()
         };
-        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                buf: Some(buf),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// Writes `buf[start..start+len]` at `off` (WRITE_FIXED when the slab is registered).
@@ -344,16 +372,33 @@ impl<T> Ring<T> {
         let ptr = unsafe { buf.as_mut_ptr().add(start) };
         let raw = types::Fd(fd.as_raw_fd());
         let sqe = if self.registered.is_ok() {
-            opcode::WriteFixed::new(raw, ptr, len as u32, buf.index()).offset(off).build()
+            opcode::WriteFixed::new(raw, ptr, len as u32, buf.index())
+                .offset(off)
+                .build()
         } else {
             opcode::Write::new(raw, ptr, len as u32).offset(off).build()
         };
-        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                buf: Some(buf),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// Splices up to `len` bytes from `fd` (at `off`, or its own position when `off` is None)
     /// into `pipe`.
-    pub fn splice_in(&mut self, tag: T, fd: &Arc<OwnedFd>, off: Option<u64>, pipe: Pipe, len: usize) -> Result<u64, PushError> {
+    pub fn splice_in(
+        &mut self,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        off: Option<u64>,
+        pipe: Pipe,
+        len: usize,
+    ) -> Result<u64, PushError> {
         let off = off.map_or(-1, |o| o as i64);
         let sqe = opcode::Splice::new(
             types::Fd(fd.as_raw_fd()),
@@ -363,11 +408,26 @@ impl<T> Ring<T> {
             len.min(u32::MAX as usize) as u32,
         )
         .build();
-        self.push(sqe, tag, Held { pipe: Some(pipe), fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                pipe: Some(pipe),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// Splices up to `len` bytes out of `pipe` into `fd` (at `off`, or its own position).
-    pub fn splice_out(&mut self, tag: T, pipe: Pipe, fd: &Arc<OwnedFd>, off: Option<u64>, len: usize) -> Result<u64, PushError> {
+    pub fn splice_out(
+        &mut self,
+        tag: T,
+        pipe: Pipe,
+        fd: &Arc<OwnedFd>,
+        off: Option<u64>,
+        len: usize,
+    ) -> Result<u64, PushError> {
         let off = off.map_or(-1, |o| o as i64);
         let sqe = opcode::Splice::new(
             types::Fd(pipe.read.as_raw_fd()),
@@ -377,16 +437,38 @@ impl<T> Ring<T> {
             len.min(u32::MAX as usize) as u32,
         )
         .build();
-        self.push(sqe, tag, Held { pipe: Some(pipe), fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                pipe: Some(pipe),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// openat(AT_FDCWD, path, flags, mode); the result is the new descriptor.
-    pub fn openat(&mut self, tag: T, path: CString, flags: i32, mode: u32) -> Result<u64, PushError> {
+    pub fn openat(
+        &mut self,
+        tag: T,
+        path: CString,
+        flags: i32,
+        mode: u32,
+    ) -> Result<u64, PushError> {
         let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
             .flags(flags | libc::O_CLOEXEC)
             .mode(mode)
             .build();
-        self.push_op(sqe, tag, Held { path: Some(path), ..Held::default() }, true)
+        self.push_op(
+            sqe,
+            tag,
+            Held {
+                path: Some(path),
+                ..Held::default()
+            },
+            true,
+        )
     }
 
     /// Closes `fd` in the ring. The descriptor is consumed: nobody else can use it any more.
@@ -399,38 +481,78 @@ impl<T> Ring<T> {
     pub fn rename(&mut self, tag: T, from: CString, to: CString) -> Result<u64, PushError> {
         let cwd = types::Fd(libc::AT_FDCWD);
         let sqe = opcode::RenameAt::new(cwd, from.as_ptr(), cwd, to.as_ptr()).build();
-        self.push(sqe, tag, Held { path: Some(from), path2: Some(to), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                path: Some(from),
+                path2: Some(to),
+                ..Held::default()
+            },
+        )
     }
 
     pub fn fsync(&mut self, tag: T, fd: &Arc<OwnedFd>) -> Result<u64, PushError> {
         let sqe = opcode::Fsync::new(types::Fd(fd.as_raw_fd())).build();
-        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
-    pub fn fallocate(&mut self, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Result<u64, PushError> {
-        let sqe = opcode::Fallocate::new(types::Fd(fd.as_raw_fd()), len).offset(off).build();
-        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
+    pub fn fallocate(
+        &mut self,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        off: u64,
+        len: u64,
+    ) -> Result<u64, PushError> {
+        let sqe = opcode::Fallocate::new(types::Fd(fd.as_raw_fd()), len)
+            .offset(off)
+            .build();
+        self.push(
+            sqe,
+            tag,
+            Held {
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// ftruncate in the ring (kernel 6.9+); check `has_ftruncate` first.
     pub fn ftruncate(&mut self, tag: T, fd: &Arc<OwnedFd>, len: u64) -> Result<u64, PushError> {
         let sqe = opcode::Ftruncate::new(types::Fd(fd.as_raw_fd()), len).build();
-        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
+        self.push(
+            sqe,
+            tag,
+            Held {
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// Reads one 8-byte word (an eventfd counter) from `fd`.
     pub fn read_word(&mut self, tag: T, fd: &Arc<OwnedFd>) -> Result<u64, PushError> {
         let mut word = Box::new(0u64);
         let ptr: *mut u64 = &mut *word;
-        let sqe = opcode::Read::new(types::Fd(fd.as_raw_fd()), ptr.cast(), 8).offset(u64::MAX).build();
-        self.push(sqe, tag, Held { word: Some(word), fd: Some(fd.clone()), ..Held::default() })
-    }
-
-    /// A timer that completes with -ETIME after `after`.
-    pub fn timeout(&mut self, tag: T, after: Duration) -> Result<u64, PushError> {
-        let ts = Box::new(types::Timespec::new().sec(after.as_secs()).nsec(after.subsec_nanos()));
-        let sqe = opcode::Timeout::new(&*ts as *const types::Timespec).build();
-        self.push(sqe, tag, Held { timespec: Some(ts), ..Held::default() })
+        let sqe = opcode::Read::new(types::Fd(fd.as_raw_fd()), ptr.cast(), 8)
+            .offset(u64::MAX)
+            .build();
+        self.push(
+            sqe,
+            tag,
+            Held {
+                word: Some(word),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
     }
 
     /// IORING_OP_ASYNC_CANCEL for the op with `target` user_data. The target still completes
@@ -446,13 +568,23 @@ impl<T> Ring<T> {
         // SAFETY: plain io_uring_enter on our own ring with no argument pointer; GETEVENTS with
         // min_complete 0 only flushes deferred task work and never blocks.
         let r = unsafe {
-            self.uring
-                .submitter()
-                .enter::<libc::sigset_t>(n, 0, io_uring::EnterFlags::GETEVENTS.bits(), None)
+            self.uring.submitter().enter::<libc::sigset_t>(
+                n,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -461,7 +593,9 @@ impl<T> Ring<T> {
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
             Some(t) => {
-                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.uring.submitter().submit_with_args(1, &args)
             }
@@ -469,7 +603,14 @@ impl<T> Ring<T> {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

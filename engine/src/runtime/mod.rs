@@ -130,7 +130,9 @@ impl EngineBuilder {
         for i in 0..n {
             let (tx, rx): (Sender<Msg>, Receiver<Msg>) = crossbeam_channel::unbounded();
             let efd = match backend {
-                Backend::Uring => Some(Arc::new(sys::eventfd().map_err(|e| Error::io("eventfd", None, e))?)),
+                Backend::Uring => Some(Arc::new(
+                    sys::eventfd().map_err(|e| Error::io("eventfd", None, e))?,
+                )),
                 Backend::Syscall => None,
             };
             let m = Arc::new(WorkerMetrics::default());
@@ -167,7 +169,12 @@ impl EngineBuilder {
                     setup = info.setup;
                 }
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(_) => first_err = first_err.or(Some(Error::new(ErrorKind::BackendUnavailable, "start worker"))),
+                Err(_) => {
+                    first_err = first_err.or(Some(Error::new(
+                        ErrorKind::BackendUnavailable,
+                        "start worker",
+                    )))
+                }
             }
         }
         let engine = Engine {
@@ -248,7 +255,12 @@ impl Engine {
             chunk: self.chunk,
             depth: self.depth,
             buffers_per_worker: self.buffers_per_worker,
-            buffers_registered: self.registration.iter().find(|r| r.is_err()).cloned().unwrap_or(Ok(())),
+            buffers_registered: self
+                .registration
+                .iter()
+                .find(|r| r.is_err())
+                .cloned()
+                .unwrap_or(Ok(())),
             setup_flags: self.setup.clone(),
         }
     }
@@ -261,8 +273,14 @@ impl Engine {
     /// Which mode `Mode::Auto` picks for a file -> file copy of `len` bytes, and why.
     pub fn auto_mode(&self, len: u64, direct: bool) -> (Mode, &'static str) {
         match (self.backend, direct) {
-            (Backend::Uring, true) => (Mode::UringFixed, "O_DIRECT: registered, aligned buffers with depth ops in flight"),
-            (Backend::Syscall, true) => (Mode::Buffered, "O_DIRECT without io_uring: aligned read/write loop"),
+            (Backend::Uring, true) => (
+                Mode::UringFixed,
+                "O_DIRECT: registered, aligned buffers with depth ops in flight",
+            ),
+            (Backend::Syscall, true) => (
+                Mode::Buffered,
+                "O_DIRECT without io_uring: aligned read/write loop",
+            ),
             (Backend::Uring, false) if len <= self.chunk as u64 => (
                 Mode::UringFixed,
                 "small file: open, read, write, close and rename all in flight on the ring",
@@ -279,13 +297,22 @@ impl Engine {
     /// forced mode the backend cannot run) come back at once; I/O errors through the handle.
     pub fn copy(&self, src: Source, dst: Sink, opts: Options) -> Result<Transfer> {
         let (Source::File(src), Sink::File(dst)) = (src, dst);
-        self.copy_file(&src, &dst, opts)
+        self.copy_file(&src, &dst, opts, None)
     }
 
-    fn copy_file(&self, src: &Path, dst: &Path, opts: Options) -> Result<Transfer> {
+    pub(crate) fn copy_file(
+        &self,
+        src: &Path,
+        dst: &Path,
+        opts: Options,
+        on_finish: Option<Sender<u64>>,
+    ) -> Result<Transfer> {
         let meta = std::fs::metadata(src).map_err(|e| Error::io("open", Some(src), e))?;
         if meta.is_dir() {
-            return Err(Error::invalid("is a directory; copy directories with -r (Engine::copy_tree)").with_path(src));
+            return Err(Error::invalid(
+                "is a directory; copy directories with -r (Engine::copy_tree)",
+            )
+            .with_path(src));
         }
         if !meta.is_file() {
             return Err(Error::invalid("not a regular file").with_path(src));
@@ -293,10 +320,17 @@ impl Engine {
         if let Ok(dm) = std::fs::metadata(dst) {
             use std::os::unix::fs::MetadataExt;
             if dm.is_dir() {
-                return Err(Error::invalid("is a directory; name the destination file or copy into the directory").with_path(dst));
+                return Err(Error::invalid(
+                    "is a directory; name the destination file or copy into the directory",
+                )
+                .with_path(dst));
             }
             if dm.dev() == meta.dev() && dm.ino() == meta.ino() {
-                return Err(Error::invalid(format!("{} and {} are the same file", src.display(), dst.display())));
+                return Err(Error::invalid(format!(
+                    "{} and {} are the same file",
+                    src.display(),
+                    dst.display()
+                )));
             }
         }
         use std::os::unix::fs::MetadataExt;
@@ -340,12 +374,21 @@ impl Engine {
         };
         let mut chunk = opts.chunk.unwrap_or(self.chunk).clamp(1, self.chunk);
         if opts.direct {
-            chunk = chunk.next_multiple_of(transfer::file::DIRECT_ALIGN).min(self.chunk);
+            chunk = chunk
+                .next_multiple_of(transfer::file::DIRECT_ALIGN)
+                .min(self.chunk);
         }
-        let depth = opts.depth.unwrap_or(self.depth).clamp(1, self.buffers_per_worker);
+        let depth = opts
+            .depth
+            .unwrap_or(self.depth)
+            .clamp(1, self.buffers_per_worker);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Shared::new(id, len);
-        let write_path = if opts.in_place { dst.to_path_buf() } else { transfer::temp_path(dst, id) };
+        let write_path = if opts.in_place {
+            dst.to_path_buf()
+        } else {
+            transfer::temp_path(dst, id)
+        };
         let perm = opts.create_mode.unwrap_or(meta.mode() & 0o7777);
         let req = FileRequest {
             shared: shared.clone(),
@@ -354,7 +397,6 @@ impl Engine {
             write_path,
             start,
             len,
-            src_size: size,
             src_sparse: meta.blocks() * 512 < size,
             perm,
             mode,
@@ -364,8 +406,10 @@ impl Engine {
             depth,
             opts,
         };
+        *shared.on_finish.lock().unwrap_or_else(|p| p.into_inner()) = on_finish;
         let mb = self.pick();
-        *shared.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(mb.clone() as Arc<dyn Notify>);
+        *shared.notify.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(mb.clone() as Arc<dyn Notify>);
         mb.active.fetch_add(1, Ordering::Relaxed);
         if !mb.send(Msg::Copy(Box::new(req))) {
             return Err(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine is shut down"));
@@ -385,7 +429,12 @@ impl Engine {
     }
 
     /// Copies `src` to `dst` and waits.
-    pub fn copy_wait(&self, src: impl Into<PathBuf>, dst: impl Into<PathBuf>, opts: Options) -> Result<transfer::Report> {
+    pub fn copy_wait(
+        &self,
+        src: impl Into<PathBuf>,
+        dst: impl Into<PathBuf>,
+        opts: Options,
+    ) -> Result<transfer::Report> {
         self.copy(Source::file(src), Sink::file(dst), opts)?.wait()
     }
 

@@ -72,18 +72,25 @@ pub(crate) fn run(cfg: Config) {
 }
 
 fn setup(cfg: &Config) -> Result<Io<Tag>, Error> {
-    let pool = BufPool::new(cfg.buffers, cfg.chunk).map_err(|e| Error::io("allocate buffer slab", None, e))?;
+    let pool = BufPool::new(cfg.buffers, cfg.chunk)
+        .map_err(|e| Error::io("allocate buffer slab", None, e))?;
     let pipes = PipePool::new(cfg.chunk.min(sys::pipe_max_size().unwrap_or(1 << 20)), 64);
     let io = match cfg.backend {
         Backend::Uring => {
             let ring = Ring::new(cfg.ring_entries, pool)
                 .map_err(|e| Error::io("io_uring_setup", None, e).with_context("io_uring"))?;
-            let ready = Ready { registered: ring.registered().clone(), setup: ring.setup.accepted.clone() };
+            let ready = Ready {
+                registered: ring.registered().clone(),
+                setup: ring.setup.accepted.clone(),
+            };
             let _ = cfg.ready.send(Ok(ready));
             Io::new(Some(ring), None, pipes)
         }
         Backend::Syscall => {
-            let _ = cfg.ready.send(Ok(Ready { registered: Err("syscall backend".into()), setup: Vec::new() }));
+            let _ = cfg.ready.send(Ok(Ready {
+                registered: Err("syscall backend".into()),
+                setup: Vec::new(),
+            }));
             Io::new(None, Some(pool), pipes)
         }
     };
@@ -126,7 +133,10 @@ impl Worker {
             if let Some(r) = self.io.ring() {
                 let ov = u64::from(r.overflow());
                 self.cfg.metrics.cq_overflow.store(ov, Ordering::Relaxed);
-                self.cfg.metrics.ring_submitted.store(r.submitted, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .ring_submitted
+                    .store(r.submitted, Ordering::Relaxed);
             }
         }
     }
@@ -139,8 +149,19 @@ impl Worker {
         if self.wake_armed || self.shutting_down {
             return;
         }
-        let (Some(efd), Some(ring)) = (self.cfg.efd.clone(), self.io.ring()) else { return };
-        if ring.read_word(Tag { job: WAKE, op: Op::Wake }, &efd).is_ok() {
+        let (Some(efd), Some(ring)) = (self.cfg.efd.clone(), self.io.ring()) else {
+            return;
+        };
+        if ring
+            .read_word(
+                Tag {
+                    job: WAKE,
+                    op: Op::Wake,
+                },
+                &efd,
+            )
+            .is_ok()
+        {
             self.wake_armed = true;
         }
     }
@@ -165,7 +186,10 @@ impl Worker {
     fn handle(&mut self, m: Msg) {
         match m {
             Msg::Copy(req) => {
-                self.cfg.metrics.transfers_started.fetch_add(1, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .transfers_started
+                    .fetch_add(1, Ordering::Relaxed);
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.jobs.push(None);
                     (self.jobs.len() - 1) as u32
@@ -177,7 +201,10 @@ impl Worker {
                 }
                 self.by_id.insert(id, slot);
                 self.jobs[slot as usize] = Some(job);
-                self.cfg.metrics.active.store(self.by_id.len() as u64, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .active
+                    .store(self.by_id.len() as u64, Ordering::Relaxed);
             }
             Msg::Cancel(id) => {
                 if let Some(&slot) = self.by_id.get(&id) {
@@ -189,7 +216,9 @@ impl Worker {
             Msg::Shutdown => {
                 self.shutting_down = true;
                 for j in self.jobs.iter_mut().flatten() {
-                    j.abort(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine shut down"));
+                    j.abort(
+                        Error::new(ErrorKind::Cancelled, "copy").with_detail("engine shut down"),
+                    );
                 }
             }
         }
@@ -197,10 +226,14 @@ impl Worker {
 
     fn drive_all(&mut self, now: Instant) {
         for i in 0..self.jobs.len() {
-            let Some(job) = self.jobs[i].as_mut() else { continue };
+            let Some(job) = self.jobs[i].as_mut() else {
+                continue;
+            };
             if let Some(d) = job.deadline {
                 if now >= d {
-                    job.abort(Error::new(ErrorKind::DeadlineExceeded, "copy").with_path(&job.req.src));
+                    job.abort(
+                        Error::new(ErrorKind::DeadlineExceeded, "copy").with_path(&job.req.src),
+                    );
                 }
             }
             job.drive(&mut self.io, now);
@@ -211,7 +244,11 @@ impl Worker {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.jobs.iter().flatten().filter_map(FileJob::wake_at).min()
+        self.jobs
+            .iter()
+            .flatten()
+            .filter_map(FileJob::wake_at)
+            .min()
     }
 
     fn dispatch(&mut self) {
@@ -232,7 +269,10 @@ impl Worker {
             }
         }
         self.done = done;
-        self.cfg.metrics.ops_completed.fetch_add(n, Ordering::Relaxed);
+        self.cfg
+            .metrics
+            .ops_completed
+            .fetch_add(n, Ordering::Relaxed);
         touched.sort_unstable();
         touched.dedup();
         for i in touched {
@@ -246,18 +286,29 @@ impl Worker {
     }
 
     fn retire(&mut self, i: usize) {
-        let Some(job) = self.jobs[i].take() else { return };
+        let Some(job) = self.jobs[i].take() else {
+            return;
+        };
         self.free.push(i as u32);
         self.by_id.remove(&job.req.shared.id);
         self.cfg.active.fetch_sub(1, Ordering::Relaxed);
-        self.cfg.metrics.active.store(self.by_id.len() as u64, Ordering::Relaxed);
+        self.cfg
+            .metrics
+            .active
+            .store(self.by_id.len() as u64, Ordering::Relaxed);
         match job.finish(self.cfg.backend) {
             Some(bytes) => {
-                self.cfg.metrics.transfers_ok.fetch_add(1, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .transfers_ok
+                    .fetch_add(1, Ordering::Relaxed);
                 self.cfg.metrics.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             None => {
-                self.cfg.metrics.transfers_failed.fetch_add(1, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .transfers_failed
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -33,14 +33,31 @@ pub(crate) enum Op {
     OpenDst,
     Prealloc,
     /// Read of `want` bytes at source offset `off`.
-    Read { off: u64, want: u32 },
+    Read {
+        off: u64,
+        want: u32,
+    },
     /// Write of `buf[start..start+len]` at destination offset `off`; the buffer holds `valid`
     /// real bytes (more may be written to keep O_DIRECT aligned; the final truncate cuts them).
-    Write { off: u64, start: u32, len: u32, valid: u32 },
-    SpliceIn { off: u64, want: u32 },
+    Write {
+        off: u64,
+        start: u32,
+        len: u32,
+        valid: u32,
+    },
+    SpliceIn {
+        off: u64,
+        want: u32,
+    },
     /// `left` bytes in the pipe, bound for destination offset `off`.
-    SpliceOut { off: u64, left: u32 },
-    CopyRange { off: u64, want: u32 },
+    SpliceOut {
+        off: u64,
+        left: u32,
+    },
+    CopyRange {
+        off: u64,
+        want: u32,
+    },
     Truncate,
     Fsync,
     CloseSrc,
@@ -99,7 +116,11 @@ pub(crate) struct FileJob {
 
 impl FileJob {
     pub fn new(req: FileRequest, slot: u32, worker: usize) -> FileJob {
-        let exec = if req.mode.needs_uring() { Exec::Ring } else { Exec::Sync };
+        let exec = if req.mode.needs_uring() {
+            Exec::Ring
+        } else {
+            Exec::Sync
+        };
         let deadline = req.opts.deadline.map(|d| req.shared.start + d);
         FileJob {
             mode: req.mode,
@@ -139,7 +160,8 @@ impl FileJob {
         let path = if on_dst { &self.req.dst } else { &self.req.src };
         let mut err = Error::io(op, Some(path), e).with_context(self.context());
         if self.req.opts.direct && err.raw_os_error() == Some(libc::EINVAL) && op == "open" {
-            err = err.with_detail("O_DIRECT is not supported by this filesystem; copy without --direct");
+            err = err
+                .with_detail("O_DIRECT is not supported by this filesystem; copy without --direct");
         }
         err
     }
@@ -191,7 +213,11 @@ impl FileJob {
     }
 
     fn start_open(&mut self, io: &mut Io<Tag>) {
-        let direct = if self.req.opts.direct { libc::O_DIRECT } else { 0 };
+        let direct = if self.req.opts.direct {
+            libc::O_DIRECT
+        } else {
+            0
+        };
         let t = self.tag(Op::OpenSrc);
         let ud = io.open(self.exec, t, &self.req.src, libc::O_RDONLY | direct, 0);
         self.started(ud);
@@ -205,7 +231,9 @@ impl FileJob {
     }
 
     fn after_open(&mut self, io: &mut Io<Tag>) {
-        let (Some(src), Some(dst)) = (self.src.clone(), self.dst.clone()) else { return };
+        let (Some(src), Some(dst)) = (self.src.clone(), self.dst.clone()) else {
+            return;
+        };
         let end = self.req.start + self.req.len;
         let extents = if self.req.opts.sparse && self.req.src_sparse && self.req.len > 0 {
             match sys::data_extents(src.as_fd(), self.req.start, end) {
@@ -218,9 +246,14 @@ impl FileJob {
             Vec::new()
         };
         let covered: u64 = extents.iter().map(|e| e.1).sum();
-        let align = if self.req.opts.direct { DIRECT_ALIGN } else { 1 };
+        let align = if self.req.opts.direct {
+            DIRECT_ALIGN
+        } else {
+            1
+        };
         self.plan = super::plan_chunks(&extents, self.req.chunk, align);
-        self.needs_truncate = covered != self.req.len || self.req.opts.direct || self.req.opts.in_place;
+        self.needs_truncate =
+            covered != self.req.len || self.req.opts.direct || self.req.opts.in_place;
         self.req.shared.total.store(self.req.len, Ordering::Relaxed);
         if self.req.opts.prealloc && self.req.len > 0 {
             self.phase = Phase::Preallocating;
@@ -233,8 +266,14 @@ impl FileJob {
     }
 
     fn drive_copy(&mut self, io: &mut Io<Tag>, now: Instant) {
-        let (Some(src), Some(dst)) = (self.src.clone(), self.dst.clone()) else { return };
-        let depth = if self.exec == Exec::Sync { 1 } else { self.req.depth };
+        let (Some(src), Some(dst)) = (self.src.clone(), self.dst.clone()) else {
+            return;
+        };
+        let depth = if self.exec == Exec::Sync {
+            1
+        } else {
+            self.req.depth
+        };
         while self.chains < depth && io.room(self.exec, 2) {
             if let Some(t) = self.throttle_until {
                 if now < t {
@@ -242,7 +281,9 @@ impl FileJob {
                 }
                 self.throttle_until = None;
             }
-            let Some((off, planned)) = self.plan.pop_front() else { break };
+            let Some((off, planned)) = self.plan.pop_front() else {
+                break;
+            };
             let mut len = planned as usize;
             match self.mode {
                 Mode::UringFixed | Mode::Buffered | Mode::Auto => {
@@ -257,7 +298,10 @@ impl FileJob {
                     } else {
                         len
                     };
-                    let t = self.tag(Op::Read { off, want: len as u32 });
+                    let t = self.tag(Op::Read {
+                        off,
+                        want: len as u32,
+                    });
                     let ud = io.read(self.exec, t, &src, buf, io_len, off);
                     self.started(ud);
                 }
@@ -270,20 +314,27 @@ impl FileJob {
                         }
                     };
                     len = len.min(pipe.capacity);
-                    let t = self.tag(Op::SpliceIn { off, want: len as u32 });
+                    let t = self.tag(Op::SpliceIn {
+                        off,
+                        want: len as u32,
+                    });
                     let ud = io.splice_in(self.exec, t, &src, Some(off), pipe, len);
                     self.started(ud);
                 }
                 Mode::CopyFileRange => {
                     len = len.min(sys::MAX_RW);
-                    let t = self.tag(Op::CopyRange { off, want: len as u32 });
+                    let t = self.tag(Op::CopyRange {
+                        off,
+                        want: len as u32,
+                    });
                     io.copy_range(t, &src, off, &dst, off - self.req.start, len);
                     self.started(None);
                 }
             }
             if (len as u64) < planned {
                 // Cut to the buffer or pipe size: the rest goes back to the plan.
-                self.plan.push_front((off + len as u64, planned - len as u64));
+                self.plan
+                    .push_front((off + len as u64, planned - len as u64));
             }
             self.chains += 1;
             self.ops += 1;
@@ -297,9 +348,9 @@ impl FileJob {
     }
 
     fn record(&mut self, d: &Done<Tag>) {
-        let h = self
-            .hist
-            .get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds"));
+        let h = self.hist.get_or_insert_with(|| {
+            Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds")
+        });
         let _ = h.record((d.latency.as_nanos() as u64).max(1));
     }
 
@@ -354,14 +405,20 @@ impl FileJob {
             Op::Prealloc => {
                 match d.err() {
                     // Filesystems without fallocate simply do not preallocate.
-                    Some(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
+                    Some(e)
+                        if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
                     Some(e) => return self.fail(self.io_err("fallocate", true, e)),
                     None => {}
                 }
                 self.phase = Phase::Copying;
             }
             Op::Read { off, want } => self.on_read(d, io, off, want),
-            Op::Write { off, start, len, valid } => self.on_write(d, io, off, start, len, valid),
+            Op::Write {
+                off,
+                start,
+                len,
+                valid,
+            } => self.on_write(d, io, off, start, len, valid),
             Op::SpliceIn { off, want } => self.on_splice_in(d, io, off, want),
             Op::SpliceOut { off, left } => self.on_splice_out(d, io, off, left),
             Op::CopyRange { off, want } => self.on_copy_range(d, off, want),
@@ -381,7 +438,11 @@ impl FileJob {
             }
             Op::Cancel | Op::Wake => {}
         }
-        if self.phase == Phase::Copying && self.plan.is_empty() && self.chains == 0 && self.error.is_none() {
+        if self.phase == Phase::Copying
+            && self.plan.is_empty()
+            && self.chains == 0
+            && self.error.is_none()
+        {
             self.phase = Phase::Truncating;
         }
         if self.pending == 0 && self.error.is_none() {
@@ -412,7 +473,11 @@ impl FileJob {
             r if r < 0 => {
                 io.give_back(buf);
                 self.chains -= 1;
-                return self.fail(self.io_err("read", false, std::io::Error::from_raw_os_error(-r)));
+                return self.fail(self.io_err(
+                    "read",
+                    false,
+                    std::io::Error::from_raw_os_error(-r),
+                ));
             }
             0 => {
                 io.give_back(buf);
@@ -423,18 +488,36 @@ impl FileJob {
             n => (n as u32).min(want),
         };
         if n < want {
-            self.plan.push_front((off + u64::from(n), u64::from(want - n)));
+            self.plan
+                .push_front((off + u64::from(n), u64::from(want - n)));
         }
-        let len = if self.req.opts.direct { (n as usize).next_multiple_of(DIRECT_ALIGN) as u32 } else { n };
+        let len = if self.req.opts.direct {
+            (n as usize).next_multiple_of(DIRECT_ALIGN) as u32
+        } else {
+            n
+        };
         let dst = self.dst.clone().expect("open before copy");
         let woff = off - self.req.start;
-        let t = self.tag(Op::Write { off: woff, start: 0, len, valid: n });
+        let t = self.tag(Op::Write {
+            off: woff,
+            start: 0,
+            len,
+            valid: n,
+        });
         let ud = io.write(self.exec, t, &dst, buf, 0, len as usize, woff);
         self.started(ud);
         self.ops += 1;
     }
 
-    fn on_write(&mut self, mut d: Done<Tag>, io: &mut Io<Tag>, off: u64, start: u32, len: u32, valid: u32) {
+    fn on_write(
+        &mut self,
+        mut d: Done<Tag>,
+        io: &mut Io<Tag>,
+        off: u64,
+        start: u32,
+        len: u32,
+        valid: u32,
+    ) {
         self.record(&d);
         let buf = d.buf.take().expect("write returns its buffer");
         let m = match d.res {
@@ -442,12 +525,20 @@ impl FileJob {
             r if r < 0 => {
                 io.give_back(buf);
                 self.chains -= 1;
-                return self.fail(self.io_err("write", true, std::io::Error::from_raw_os_error(-r)));
+                return self.fail(self.io_err(
+                    "write",
+                    true,
+                    std::io::Error::from_raw_os_error(-r),
+                ));
             }
             0 => {
                 io.give_back(buf);
                 self.chains -= 1;
-                return self.fail(self.io_err("write", true, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+                return self.fail(self.io_err(
+                    "write",
+                    true,
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
             }
             m => m as u32,
         };
@@ -456,8 +547,21 @@ impl FileJob {
         if m < len {
             // Short write: resume from where it stopped.
             let dst = self.dst.clone().expect("open before copy");
-            let t = self.tag(Op::Write { off: off + u64::from(m), start: start + m, len: len - m, valid });
-            let ud = io.write(self.exec, t, &dst, buf, (start + m) as usize, (len - m) as usize, off + u64::from(m));
+            let t = self.tag(Op::Write {
+                off: off + u64::from(m),
+                start: start + m,
+                len: len - m,
+                valid,
+            });
+            let ud = io.write(
+                self.exec,
+                t,
+                &dst,
+                buf,
+                (start + m) as usize,
+                (len - m) as usize,
+                off + u64::from(m),
+            );
             self.started(ud);
             self.ops += 1;
         } else {
@@ -482,7 +586,11 @@ impl FileJob {
                 if self.try_fallback(r, off, want) {
                     return;
                 }
-                return self.fail(self.io_err("splice", false, std::io::Error::from_raw_os_error(-r)));
+                return self.fail(self.io_err(
+                    "splice",
+                    false,
+                    std::io::Error::from_raw_os_error(-r),
+                ));
             }
             0 => {
                 io.pipes.put(pipe);
@@ -492,7 +600,8 @@ impl FileJob {
             n => n as u32,
         };
         if n < want {
-            self.plan.push_front((off + u64::from(n), u64::from(want - n)));
+            self.plan
+                .push_front((off + u64::from(n), u64::from(want - n)));
         }
         let dst = self.dst.clone().expect("open before copy");
         let woff = off - self.req.start;
@@ -511,20 +620,38 @@ impl FileJob {
                 // The pipe still holds bytes: PipePool::put sees that and closes it.
                 io.pipes.put(pipe);
                 self.chains -= 1;
-                return self.fail(self.io_err("splice", true, std::io::Error::from_raw_os_error(-r)));
+                return self.fail(self.io_err(
+                    "splice",
+                    true,
+                    std::io::Error::from_raw_os_error(-r),
+                ));
             }
             0 => {
                 io.pipes.put(pipe);
                 self.chains -= 1;
-                return self.fail(self.io_err("splice", true, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+                return self.fail(self.io_err(
+                    "splice",
+                    true,
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
             }
             m => m as u32,
         };
         self.add_bytes(u64::from(m));
         if m < left {
             let dst = self.dst.clone().expect("open before copy");
-            let t = self.tag(Op::SpliceOut { off: off + u64::from(m), left: left - m });
-            let ud = io.splice_out(self.exec, t, pipe, &dst, Some(off + u64::from(m)), (left - m) as usize);
+            let t = self.tag(Op::SpliceOut {
+                off: off + u64::from(m),
+                left: left - m,
+            });
+            let ud = io.splice_out(
+                self.exec,
+                t,
+                pipe,
+                &dst,
+                Some(off + u64::from(m)),
+                (left - m) as usize,
+            );
             self.started(ud);
             self.ops += 1;
         } else {
@@ -537,10 +664,16 @@ impl FileJob {
         self.record(&d);
         self.chains -= 1;
         match d.res {
-            r if r == -libc::EINTR || r == -libc::EAGAIN => self.plan.push_front((off, u64::from(want))),
+            r if r == -libc::EINTR || r == -libc::EAGAIN => {
+                self.plan.push_front((off, u64::from(want)))
+            }
             r if r < 0 => {
                 if !self.try_fallback(r, off, want) {
-                    self.fail(self.io_err("copy_file_range", false, std::io::Error::from_raw_os_error(-r)));
+                    self.fail(self.io_err(
+                        "copy_file_range",
+                        false,
+                        std::io::Error::from_raw_os_error(-r),
+                    ));
                 }
             }
             0 => self.fail(self.short_source(off)),
@@ -548,7 +681,8 @@ impl FileJob {
                 let n = n as u32;
                 self.add_bytes(u64::from(n));
                 if n < want {
-                    self.plan.push_front((off + u64::from(n), u64::from(want - n)));
+                    self.plan
+                        .push_front((off + u64::from(n), u64::from(want - n)));
                 }
             }
         }
@@ -558,7 +692,12 @@ impl FileJob {
     /// (EXDEV on old kernels, EINVAL/EOPNOTSUPP on some filesystems, ENOSYS in old sandboxes).
     fn try_fallback(&mut self, res: i32, off: u64, want: u32) -> bool {
         let errno = -res;
-        if self.bytes > 0 || !matches!(errno, libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) {
+        if self.bytes > 0
+            || !matches!(
+                errno,
+                libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS
+            )
+        {
             return false;
         }
         let next = match self.mode {
@@ -605,7 +744,10 @@ impl FileJob {
                 }
                 Phase::Closing => {
                     self.phase = Phase::Renaming;
-                    for (which, op) in [(self.src.take(), Op::CloseSrc), (self.dst.take(), Op::CloseDst)] {
+                    for (which, op) in [
+                        (self.src.take(), Op::CloseSrc),
+                        (self.dst.take(), Op::CloseDst),
+                    ] {
                         let Some(arc) = which else { continue };
                         match Arc::try_unwrap(arc) {
                             Ok(fd) => {

@@ -16,9 +16,11 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) mod file;
 mod plan;
 mod rate;
+mod tree;
 
 pub use plan::plan_chunks;
 pub use rate::RateLimit;
+pub use tree::{TreeOptions, TreeProgress, TreeReport};
 
 /// How bytes move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -39,8 +41,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] =
-        [Mode::Auto, Mode::UringFixed, Mode::UringSplice, Mode::CopyFileRange, Mode::Splice, Mode::Buffered];
+    pub const ALL: [Mode; 6] = [
+        Mode::Auto,
+        Mode::UringFixed,
+        Mode::UringSplice,
+        Mode::CopyFileRange,
+        Mode::Splice,
+        Mode::Buffered,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,10 +76,16 @@ impl std::fmt::Display for Mode {
 impl std::str::FromStr for Mode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Mode> {
-        Mode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = Mode::ALL.iter().map(|m| m.as_str()).collect();
-            Error::invalid(format!("unknown mode {s:?}: use one of {}", names.join(", ")))
-        })
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+                Error::invalid(format!(
+                    "unknown mode {s:?}: use one of {}",
+                    names.join(", ")
+                ))
+            })
     }
 }
 
@@ -212,6 +226,8 @@ pub(crate) struct Shared {
     outcome: Mutex<Outcome>,
     cv: Condvar,
     pub notify: Mutex<Option<Arc<dyn Notify>>>,
+    /// Told the transfer's id when it resolves (tree copies wait for "any" through it).
+    pub on_finish: Mutex<Option<crossbeam_channel::Sender<u64>>>,
 }
 
 #[derive(Default)]
@@ -232,6 +248,7 @@ impl Shared {
             outcome: Mutex::new(Outcome::default()),
             cv: Condvar::new(),
             notify: Mutex::new(None),
+            on_finish: Mutex::new(None),
         })
     }
 
@@ -246,6 +263,14 @@ impl Shared {
         self.cv.notify_all();
         if let Some(w) = waker {
             w.wake();
+        }
+        if let Some(tx) = self
+            .on_finish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(self.id);
         }
     }
 }
@@ -273,7 +298,12 @@ impl Transfer {
     /// is gone. Cancelling a finished transfer does nothing.
     pub fn cancel(&self) {
         if !self.shared.cancelled.swap(true, Ordering::SeqCst) {
-            let n = self.shared.notify.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let n = self
+                .shared
+                .notify
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             if let Some(n) = n {
                 n.cancel(self.shared.id);
             }
@@ -281,40 +311,69 @@ impl Transfer {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner()).finished
+        self.shared
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finished
     }
 
     /// Blocks until the transfer is done.
     pub fn wait(self) -> Result<Report> {
-        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self
+            .shared
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while !o.finished {
             o = self.shared.cv.wait(o).unwrap_or_else(|p| p.into_inner());
         }
-        o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait")))
+        o.result
+            .take()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait")))
     }
 
     /// Blocks until done or `timeout` passes; on timeout gives the handle back.
     pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<Result<Report>, Transfer> {
         let deadline = Instant::now() + timeout;
-        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self
+            .shared
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while !o.finished {
             let now = Instant::now();
             if now >= deadline {
                 drop(o);
                 return Err(self);
             }
-            o = self.shared.cv.wait_timeout(o, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            o = self
+                .shared
+                .cv
+                .wait_timeout(o, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        Ok(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait"))))
+        Ok(o.result
+            .take()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait"))))
     }
 }
 
 impl std::future::Future for Transfer {
     type Output = Result<Report>;
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self
+            .shared
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if o.finished {
-            return Poll::Ready(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "poll"))));
+            return Poll::Ready(
+                o.result
+                    .take()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "poll"))),
+            );
         }
         o.waker = Some(cx.waker().clone());
         Poll::Pending
@@ -330,7 +389,6 @@ pub(crate) struct FileRequest {
     pub write_path: PathBuf,
     pub start: u64,
     pub len: u64,
-    pub src_size: u64,
     pub src_sparse: bool,
     pub perm: u32,
     pub mode: Mode,
@@ -344,7 +402,10 @@ pub(crate) struct FileRequest {
 /// `dir/.name.ferry-<pid>-<id>.tmp`: hidden, unique, same filesystem as the destination so the
 /// final rename is atomic.
 pub(crate) fn temp_path(dst: &Path, id: u64) -> PathBuf {
-    let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = format!(".{name}.ferry-{}-{id}.tmp", std::process::id());
     match dst.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join(tmp),
