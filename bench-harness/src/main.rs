@@ -48,7 +48,7 @@ pub struct Args {
     /// Scratch directory on the filesystem under test.
     #[arg(long, default_value = "/var/tmp/ferry-bench")]
     dir: PathBuf,
-    /// Where results/<date>-<host>/ goes.
+    /// Where `<date>-<host>/` result folders go.
     #[arg(long, default_value = "results")]
     out: PathBuf,
     /// Print fio-like JSON on stdout instead of the table.

@@ -31,12 +31,14 @@ pub fn run(as_json: bool) -> Result<ExitCode> {
     };
     let info = engine.as_ref().ok().map(|e| e.info());
     let pairs = engine.as_ref().ok().map(|e| {
-        let (small, why_small) = e.auto_mode(64 * 1024, false);
-        let (big, why_big) = e.auto_mode(1 << 30, false);
-        let (direct, why_direct) = e.auto_mode(1 << 30, true);
+        let (small, why_small) = e.auto_mode(64 * 1024, false, false);
+        let (big, why_big) = e.auto_mode(1 << 30, false, false);
+        let (reflink, why_reflink) = e.auto_mode(1 << 30, false, true);
+        let (direct, why_direct) = e.auto_mode(1 << 30, true, false);
         vec![
             ("file->file (small)", small, why_small),
             ("file->file (large)", big, why_big),
+            ("file->file (large, reflink fs)", reflink, why_reflink),
             ("file->file (O_DIRECT)", direct, why_direct),
         ]
     });
@@ -114,7 +116,7 @@ pub fn run(as_json: bool) -> Result<ExitCode> {
     }
     if let Some(ps) = pairs {
         for (pair, m, why) in ps {
-            println!("auto {pair:<21} {m}: {why}");
+            println!("auto {pair:<30} {m}: {why}");
         }
     }
     Ok(ExitCode::SUCCESS)

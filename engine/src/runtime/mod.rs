@@ -271,7 +271,8 @@ impl Engine {
     }
 
     /// Which mode `Mode::Auto` picks for a file -> file copy of `len` bytes, and why.
-    pub fn auto_mode(&self, len: u64, direct: bool) -> (Mode, &'static str) {
+    /// `reflink`: the destination's filesystem can clone or copy server-side.
+    pub fn auto_mode(&self, len: u64, direct: bool, reflink: bool) -> (Mode, &'static str) {
         match (self.backend, direct) {
             (Backend::Uring, true) => (
                 Mode::UringFixed,
@@ -285,10 +286,14 @@ impl Engine {
                 Mode::UringFixed,
                 "small file: open, read, write, close and rename all in flight on the ring",
             ),
-            (_, false) => (
+            (_, false) if reflink => (
                 Mode::CopyFileRange,
-                "copy_file_range moves page cache to page cache in the kernel (one memory copy, \
-                 reflink where supported); the benchmark measured it fastest for hot big files",
+                "the destination filesystem clones or copies server-side through copy_file_range",
+            ),
+            (_, false) => (
+                Mode::Splice,
+                "splice through a 256 KiB pooled pipe: one in-kernel copy, fewer round trips than \
+                 copy_file_range's internal pipe; ferry-bench measured it fastest for big files here",
             ),
         }
     }
@@ -356,7 +361,8 @@ impl Engine {
         }
         let (mode, reason) = match opts.mode {
             Mode::Auto => {
-                let (m, r) = self.auto_mode(len, opts.direct);
+                let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let (m, r) = self.auto_mode(len, opts.direct, sys::reflink_capable(parent));
                 (m, format!("auto: {r}"))
             }
             m if m.needs_uring() && self.backend != Backend::Uring => {

@@ -408,6 +408,30 @@ pub fn set_times(
     syscall!(utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags)).map(drop)
 }
 
+/// Whether the filesystem holding `path` can clone or copy server-side through
+/// copy_file_range (btrfs, XFS, bcachefs, NFS, SMB, ZFS, OCFS2).
+pub fn reflink_capable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; all-zero is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if syscall!(statfs(c.as_ptr(), &mut st)).is_err() {
+        return false;
+    }
+    const MAGICS: &[i64] = &[
+        0x9123_683e,
+        0x5846_5342,
+        0xca45_1a4e,
+        0x6969,
+        0xff53_4d42,
+        0xfe53_4d42,
+        0x2fc1_2fc1,
+        0x7461_636f,
+    ];
+    MAGICS.contains(&(st.f_type as i64))
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     syscall!(sysconf(libc::_SC_PAGESIZE))

@@ -98,7 +98,12 @@ fn peak_rss_of_a_2gib_copy_stays_under_64mib() {
 fn rss_child() {
     let dir = std::path::PathBuf::from(std::env::var("FERRY_TEST_DIR").unwrap());
     let mode: Mode = std::env::var("FERRY_TEST_MODE").unwrap().parse().unwrap();
-    let engine = Engine::new().unwrap();
+    let choice = if mode.needs_uring() {
+        BackendChoice::Uring
+    } else {
+        BackendChoice::Auto
+    };
+    let engine = Engine::builder().backend(choice).build().unwrap();
     let dst = dir.join(format!("copy-{mode}"));
     let r = engine
         .copy_wait(
