@@ -6,6 +6,8 @@ step() { printf '\n==> %s\n' "$*"; }
 install_prereqs() {
   local need=()
   command -v fio >/dev/null 2>&1 || need+=(fio)
+  command -v socat >/dev/null 2>&1 || need+=(socat)
+  command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
   command -v mount >/dev/null 2>&1 || need+=(mount)
   command -v kill >/dev/null 2>&1 || need+=(procps)
   command -v dd >/dev/null 2>&1 || need+=(coreutils)

@@ -36,6 +36,10 @@ struct Cli {
 enum Cmd {
     /// Copy files (or trees with -r).
     Cp(Cp),
+    /// Send a file to HOST:PORT over TCP (interoperates with socat, nc).
+    Send(Net),
+    /// Listen on [HOST:]PORT, accept one connection and write what arrives to FILE.
+    Recv(Net),
     /// Report what this kernel and machine offer ferry.
     Doctor {
         /// Machine-readable output.
@@ -105,6 +109,30 @@ struct Cp {
     timeout: Option<f64>,
 }
 
+#[derive(Args)]
+struct Net {
+    /// send: FILE HOST:PORT; recv: [HOST:]PORT FILE.
+    #[arg(num_args = 2, required = true)]
+    args: Vec<String>,
+    /// auto, uring-splice, uring-sendzc, uring-fixed, sendfile, splice, buffered.
+    #[arg(long, default_value = "auto")]
+    mode: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Bandwidth cap, e.g. 200MiB/s.
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Give up when nothing moved for this many seconds.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -113,6 +141,8 @@ fn main() -> ExitCode {
     }
     let r = match cli.cmd {
         Cmd::Cp(cp) => cp.run(&interrupted),
+        Cmd::Send(n) => n.run(true, &interrupted),
+        Cmd::Recv(n) => n.run(false, &interrupted),
         Cmd::Doctor { json } => doctor::run(json),
     };
     match r {
@@ -220,6 +250,7 @@ impl Cp {
             sparse: true,
             rate,
             deadline: self.timeout.map(Duration::from_secs_f64),
+            idle_timeout: None,
             create_mode: None,
         };
         Ok((jobs, opts))
@@ -234,28 +265,7 @@ impl Cp {
             match job {
                 Job::File(s, d) => {
                     let t = engine.copy(Source::file(&s), Sink::file(&d), opts.clone())?;
-                    let bar = show.then(|| bytes_bar(t.progress().total, &s));
-                    let mut t = t;
-                    let r = loop {
-                        match t.wait_timeout(Duration::from_millis(100)) {
-                            Ok(r) => break r,
-                            Err(back) => {
-                                t = back;
-                                if interrupted.load(Ordering::Relaxed) {
-                                    t.cancel();
-                                }
-                                if let Some(b) = &bar {
-                                    let p = t.progress();
-                                    b.set_length(p.total);
-                                    b.set_position(p.done);
-                                }
-                            }
-                        }
-                    };
-                    if let Some(b) = bar {
-                        b.finish_and_clear();
-                    }
-                    match r {
+                    match wait_with_progress(t, interrupted, show, &s) {
                         Ok(rep) => reports.push(report_json(&rep)),
                         Err(e)
                             if e.kind() == ErrorKind::Cancelled
@@ -323,6 +333,115 @@ impl Cp {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+impl Net {
+    fn run(&self, sending: bool, interrupted: &Arc<AtomicBool>) -> Result<ExitCode> {
+        let mode: Mode = self.mode.parse()?;
+        let rate = match &self.rate_limit {
+            Some(r) => {
+                let bps = units::parse_rate(r).context("--rate-limit")?;
+                Some(RateLimit::new(bps, (bps / 10).max(256 * 1024)))
+            }
+            None => None,
+        };
+        let opts = Options {
+            mode,
+            rate,
+            deadline: self.timeout.map(Duration::from_secs_f64),
+            idle_timeout: self.idle_timeout.map(Duration::from_secs_f64),
+            ..Options::default()
+        };
+        let engine = self.engine.build()?;
+        let (t, label) = if sending {
+            let (file, addr) = (PathBuf::from(&self.args[0]), &self.args[1]);
+            if !file.is_file() {
+                std::fs::metadata(&file)
+                    .with_context(|| format!("cannot send {}", file.display()))?;
+                bail!("{} is not a regular file", file.display());
+            }
+            let sock = std::net::TcpStream::connect(addr.as_str()).with_context(|| {
+                format!("cannot connect to {addr} (is the receiver listening?)")
+            })?;
+            (
+                engine.copy(Source::file(&file), Sink::socket(sock), opts)?,
+                file,
+            )
+        } else {
+            let (addr, file) = (&self.args[0], PathBuf::from(&self.args[1]));
+            let addr = if addr.contains(':') {
+                addr.clone()
+            } else {
+                format!("0.0.0.0:{addr}")
+            };
+            let listener = std::net::TcpListener::bind(&addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!("ferry: listening on {}", listener.local_addr()?);
+            listener.set_nonblocking(true)?;
+            let sock = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if interrupted.load(Ordering::Relaxed) {
+                            eprintln!("ferry: interrupted before a sender connected");
+                            return Ok(ExitCode::from(130));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e).context("accept"),
+                }
+            };
+            sock.set_nonblocking(false)?;
+            (
+                engine.copy(Source::socket(sock), Sink::file(&file), opts)?,
+                file,
+            )
+        };
+        let show = !self.json && std::io::stderr().is_terminal();
+        match wait_with_progress(t, interrupted, show, &label) {
+            Ok(rep) => {
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&report_json(&rep))?);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) if e.kind() == ErrorKind::Cancelled && interrupted.load(Ordering::Relaxed) => {
+                eprintln!("ferry: interrupted; nothing left behind");
+                Ok(ExitCode::from(130))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Waits for `t`, drawing a progress bar when `show`, cancelling it on SIGINT/SIGTERM.
+fn wait_with_progress(
+    mut t: ferry::Transfer,
+    interrupted: &AtomicBool,
+    show: bool,
+    label: &Path,
+) -> ferry::Result<Report> {
+    let bar = show.then(|| bytes_bar(t.progress().total, label));
+    let r = loop {
+        match t.wait_timeout(Duration::from_millis(100)) {
+            Ok(r) => break r,
+            Err(back) => {
+                t = back;
+                if interrupted.load(Ordering::Relaxed) {
+                    t.cancel();
+                }
+                if let Some(b) = &bar {
+                    let p = t.progress();
+                    b.set_length(p.total.max(p.done));
+                    b.set_position(p.done);
+                }
+            }
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    r
 }
 
 fn bytes_bar(total: u64, src: &Path) -> ProgressBar {

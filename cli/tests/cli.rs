@@ -175,3 +175,159 @@ fn doctor_reports_the_kernel_and_backend() {
     let o = ferry(&["doctor"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("backend"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn require_socat() -> bool {
+    if Command::new("socat").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "socat missing under CI (scripts/test installs it)"
+    );
+    eprintln!("SKIPPED: socat not installed");
+    false
+}
+
+#[test]
+fn send_to_socat_and_recv_from_socat() {
+    if !require_socat() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    write(&src, 5_000_003, 7);
+    for mode in [
+        "auto",
+        "uring-splice",
+        "uring-sendzc",
+        "uring-fixed",
+        "sendfile",
+        "splice",
+        "buffered",
+    ] {
+        // socat listens and writes what arrives; ferry sends.
+        let port = free_port();
+        let out = d.path().join(format!("socat-{mode}"));
+        let mut socat = Command::new("socat")
+            .args([
+                "-u",
+                &format!("TCP-LISTEN:{port},reuseaddr"),
+                &format!("OPEN:{},creat,trunc", out.display()),
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let o = ferry(&[
+            "send",
+            "--mode",
+            mode,
+            "--json",
+            s(&src),
+            &format!("127.0.0.1:{port}"),
+        ]);
+        assert!(
+            o.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(socat.wait().unwrap().success());
+        assert_eq!(sha(&src), sha(&out), "send {mode}");
+    }
+    for mode in ["auto", "uring-splice", "uring-fixed", "splice", "buffered"] {
+        // ferry listens; socat sends the file.
+        let port = free_port();
+        let out = d.path().join(format!("ferry-{mode}"));
+        let recv = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "recv",
+                "--mode",
+                mode,
+                &format!("127.0.0.1:{port}"),
+                s(&out),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening_via_socat(port);
+        let st = Command::new("socat")
+            .args([
+                "-u",
+                &format!("FILE:{}", s(&src)),
+                &format!("TCP:127.0.0.1:{port}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let o = recv.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(sha(&src), sha(&out), "recv {mode}");
+    }
+}
+
+/// ferry recv accepts exactly one connection, so probing with a connect would use it up: watch
+/// for the port to be bound instead.
+fn wait_listening_via_socat(port: u16) {
+    for _ in 0..200 {
+        let ss = Command::new("ss")
+            .args(["-ltn", &format!("sport = :{port}")])
+            .output();
+        match ss {
+            Ok(o) if String::from_utf8_lossy(&o.stdout).contains(&format!(":{port}")) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
+        }
+    }
+    panic!("ferry recv never listened on {port}");
+}
+
+#[test]
+fn send_and_recv_between_two_ferries_with_errors_named() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    write(&src, 1_000_000, 2);
+    let port = free_port();
+    let out = d.path().join("out");
+    let recv = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["recv", "--json", &format!("127.0.0.1:{port}"), s(&out)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening_via_socat(port);
+    let o = ferry(&["send", s(&src), &format!("127.0.0.1:{port}")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ro = recv.wait_with_output().unwrap();
+    assert!(ro.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&ro.stdout).unwrap();
+    assert_eq!(v["bytes"], 1_000_000);
+    assert_eq!(sha(&src), sha(&out));
+    // Nobody listening: one line naming the address.
+    let o = ferry(&["send", s(&src), &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to 127.0.0.1:"));
+    let _ = wait_listening;
+}

@@ -60,6 +60,10 @@ impl Error {
     pub fn invalid(msg: impl Into<String>) -> Error {
         Error::new(ErrorKind::InvalidInput, "invalid input").with_detail(msg)
     }
+    pub fn with_kind(mut self, k: ErrorKind) -> Error {
+        self.kind = k;
+        self
+    }
     pub fn with_path(mut self, p: &Path) -> Error {
         self.path = Some(p.to_path_buf());
         self

@@ -255,6 +255,78 @@ impl<T> Io<T> {
         }
     }
 
+    /// Receives up to `len` bytes from a stream socket into `buf`.
+    pub fn recv(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        len: usize,
+    ) -> Option<u64>
+    where
+        T: Clone,
+    {
+        match (ex, self.ring.as_mut()) {
+            (Exec::Ring, Some(r)) => {
+                let t = tag.clone();
+                let res = r.recv(tag, fd, buf, len);
+                self.ring_result(res, || t)
+            }
+            _ => {
+                let t0 = Instant::now();
+                let len = len.min(buf.capacity());
+                let res = sys::recv(fd.as_fd(), &mut buf.as_mut_slice()[..len]);
+                self.sync_done(tag, res, Some(buf), None, t0);
+                None
+            }
+        }
+    }
+
+    /// Sends `buf[start..start+len]` on a stream socket (SEND_ZC on the ring when `zero_copy`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        start: usize,
+        len: usize,
+        zero_copy: bool,
+    ) -> Option<u64>
+    where
+        T: Clone,
+    {
+        match (ex, self.ring.as_mut()) {
+            (Exec::Ring, Some(r)) => {
+                let t = tag.clone();
+                let res = r.send(tag, fd, buf, start, len, zero_copy);
+                self.ring_result(res, || t)
+            }
+            _ => {
+                let t0 = Instant::now();
+                let res = sys::send(fd.as_fd(), &buf.as_mut_slice()[start..start + len]);
+                self.sync_done(tag, res, Some(buf), None, t0);
+                None
+            }
+        }
+    }
+
+    /// sendfile from `src` at `off` to the socket `dst`; always synchronous.
+    pub fn sendfile(
+        &mut self,
+        tag: T,
+        src: &Arc<OwnedFd>,
+        off: u64,
+        dst: &Arc<OwnedFd>,
+        len: usize,
+    ) {
+        let t0 = Instant::now();
+        let res = sys::sendfile(dst.as_fd(), src.as_fd(), off, len);
+        self.sync_done(tag, res, None, None, t0);
+    }
+
     /// Moves up to `len` bytes from `fd` (at `off`) into `pipe`.
     pub fn splice_in(
         &mut self,

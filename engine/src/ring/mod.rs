@@ -58,6 +58,9 @@ struct Slot<T> {
     held: Held,
     opens: bool,
     submitted: Instant,
+    /// SEND_ZC: the result from its first CQE, kept until the notification CQE says the
+    /// kernel no longer reads the buffer.
+    first: Option<i32>,
 }
 
 /// A push that failed before reaching the kernel gives back what the op held.
@@ -91,6 +94,8 @@ pub const OPCODES: &[(&str, u8)] = &[
     ("TIMEOUT", opcode::Timeout::CODE),
     ("LINK_TIMEOUT", opcode::LinkTimeout::CODE),
     ("SEND_ZC", opcode::SendZc::CODE),
+    ("SEND", opcode::Send::CODE),
+    ("RECV", opcode::Recv::CODE),
 ];
 
 /// Opcodes without which the io_uring file backend cannot run at all.
@@ -298,6 +303,7 @@ impl<T> Ring<T> {
             held,
             opens,
             submitted: Instant::now(),
+            first: None,
         });
         let sqe = sqe.user_data(ud);
         loop {
@@ -377,6 +383,65 @@ impl<T> Ring<T> {
                 .build()
         } else {
             opcode::Write::new(raw, ptr, len as u32).offset(off).build()
+        };
+        self.push(
+            sqe,
+            tag,
+            Held {
+                buf: Some(buf),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
+    }
+
+    /// recv(2) into `buf` on a stream socket.
+    pub fn recv(
+        &mut self,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        len: usize,
+    ) -> Result<u64, PushError> {
+        let len = len.min(buf.capacity()) as u32;
+        let sqe = opcode::Recv::new(types::Fd(fd.as_raw_fd()), buf.as_mut_ptr(), len).build();
+        self.push(
+            sqe,
+            tag,
+            Held {
+                buf: Some(buf),
+                fd: Some(fd.clone()),
+                ..Held::default()
+            },
+        )
+    }
+
+    /// send(2) of `buf[start..start+len]` with MSG_NOSIGNAL (a gone peer is EPIPE, not SIGPIPE).
+    /// With `zero_copy`, SEND_ZC from the registered buffer: the op completes only after the
+    /// kernel's notification, so the buffer is never reused while the NIC may still read it.
+    pub fn send(
+        &mut self,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        start: usize,
+        len: usize,
+        zero_copy: bool,
+    ) -> Result<u64, PushError> {
+        assert!(start + len <= buf.capacity(), "send outside its buffer");
+        // SAFETY: start + len is within the buffer (asserted above).
+        let ptr = unsafe { buf.as_mut_ptr().add(start) };
+        let raw = types::Fd(fd.as_raw_fd());
+        let sqe = if zero_copy {
+            let index = self.registered.is_ok().then(|| buf.index());
+            opcode::SendZc::new(raw, ptr, len as u32)
+                .buf_index(index)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::Send::new(raw, ptr, len as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
         };
         self.push(
             sqe,
@@ -628,10 +693,23 @@ impl<T> Ring<T> {
             if idx >= self.slots.len() || self.gens[idx] != gen {
                 continue;
             }
+            let flags = cqe.flags();
+            if io_uring::cqueue::more(flags) {
+                // SEND_ZC's first CQE: the byte count. The buffer stays lent to the kernel
+                // until the notification CQE for the same user_data arrives.
+                if let Some(slot) = self.slots[idx].as_mut() {
+                    slot.first = Some(cqe.result());
+                }
+                continue;
+            }
             if let Some(slot) = self.slots[idx].take() {
                 self.free.push(idx as u32);
                 self.in_flight -= 1;
-                let result = cqe.result();
+                let result = if io_uring::cqueue::notif(flags) {
+                    slot.first.unwrap_or(0)
+                } else {
+                    cqe.result()
+                };
                 let opened = (slot.opens && result >= 0).then(|| {
                     // SAFETY: a successful OPENAT returns a brand-new descriptor that nothing
                     // else owns; wrapping it here is its only owner.

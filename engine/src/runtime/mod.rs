@@ -18,12 +18,14 @@ use crate::backend::{self, Backend, BackendChoice};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{WorkerMetrics, WorkerSnapshot};
 use crate::sys;
-use crate::transfer::{self, FileRequest, Mode, Notify, Options, Shared, Sink, Source, Transfer};
+use crate::transfer::{
+    self, Endpoint, Mode, Notify, Options, Request, Shared, Sink, Source, Transfer,
+};
 
 mod worker;
 
 pub(crate) enum Msg {
-    Copy(Box<FileRequest>),
+    Copy(Box<Request>),
     Cancel(u64),
     Shutdown,
 }
@@ -301,10 +303,10 @@ impl Engine {
     /// Starts copying `src` to `dst`. Argument errors (missing source, directory, bad range,
     /// forced mode the backend cannot run) come back at once; I/O errors through the handle.
     pub fn copy(&self, src: Source, dst: Sink, opts: Options) -> Result<Transfer> {
-        let (Source::File(src), Sink::File(dst)) = (src, dst);
-        self.copy_file(&src, &dst, opts, None)
+        self.start(src, dst, opts, None)
     }
 
+    /// A file -> file copy for `copy_tree`, reporting to `on_finish`.
     pub(crate) fn copy_file(
         &self,
         src: &Path,
@@ -312,98 +314,111 @@ impl Engine {
         opts: Options,
         on_finish: Option<Sender<u64>>,
     ) -> Result<Transfer> {
-        let meta = std::fs::metadata(src).map_err(|e| Error::io("open", Some(src), e))?;
-        if meta.is_dir() {
-            return Err(Error::invalid(
-                "is a directory; copy directories with -r (Engine::copy_tree)",
-            )
-            .with_path(src));
-        }
-        if !meta.is_file() {
-            return Err(Error::invalid("not a regular file").with_path(src));
-        }
-        if let Ok(dm) = std::fs::metadata(dst) {
-            use std::os::unix::fs::MetadataExt;
-            if dm.is_dir() {
-                return Err(Error::invalid(
-                    "is a directory; name the destination file or copy into the directory",
-                )
-                .with_path(dst));
-            }
-            if dm.dev() == meta.dev() && dm.ino() == meta.ino() {
-                return Err(Error::invalid(format!(
-                    "{} and {} are the same file",
-                    src.display(),
-                    dst.display()
-                )));
-            }
-        }
+        self.start(Source::file(src), Sink::file(dst), opts, on_finish)
+    }
+
+    fn start(
+        &self,
+        src: Source,
+        dst: Sink,
+        mut opts: Options,
+        on_finish: Option<Sender<u64>>,
+    ) -> Result<Transfer> {
         use std::os::unix::fs::MetadataExt;
-        let size = meta.len();
-        let (start, len) = match opts.range {
-            None => (0, size),
-            Some((off, _)) if off > size => {
-                return Err(Error::invalid(format!("range offset {off} is past the end of the source ({size} bytes)")).with_path(src))
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // The source: its endpoint, name, slice and (for files) metadata.
+        let (src_ep, src_name, start, len, src_meta) = match src {
+            Source::FileRange(p, off, l) => {
+                opts.range = Some((off, l));
+                self.file_source(p, &opts)?
             }
-            Some((off, Some(l))) if off + l > size => {
-                return Err(Error::invalid(format!(
-                    "range {off}+{l} runs past the end of the source ({size} bytes); shorten the length"
-                ))
-                .with_path(src))
+            Source::File(p) => self.file_source(p, &opts)?,
+            Source::Socket { fd, len } => {
+                let name = PathBuf::from(socket_name(&fd));
+                prepare_socket(&fd).map_err(|e| Error::io("configure socket", Some(&name), e))?;
+                if opts.range.is_some() {
+                    return Err(Error::invalid(
+                        "a range applies to a file source, not a socket",
+                    ));
+                }
+                (Endpoint::Socket(Arc::new(fd)), name, 0, len, None)
             }
-            Some((off, l)) => (off, l.unwrap_or(size - off)),
         };
-        if opts.direct && start % transfer::file::DIRECT_ALIGN as u64 != 0 {
-            return Err(Error::invalid(format!(
-                "--direct needs a range offset aligned to {} bytes, got {start}",
-                transfer::file::DIRECT_ALIGN
-            )));
+        let src_socket = src_meta.is_none();
+        if opts.direct && src_socket {
+            return Err(Error::invalid("--direct applies to file -> file copies"));
         }
-        let (mode, reason) = match opts.mode {
-            Mode::Auto => {
-                let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                let (m, r) = self.auto_mode(len, opts.direct, sys::reflink_capable(parent));
-                (m, format!("auto: {r}"))
+        // The destination.
+        let (dst_ep, dst_name, write_path) = match dst {
+            Sink::File(p) => {
+                if let Ok(dm) = std::fs::metadata(&p) {
+                    if dm.is_dir() {
+                        return Err(Error::invalid(
+                            "is a directory; name the destination file or copy into the directory",
+                        )
+                        .with_path(&p));
+                    }
+                    if let Some(m) = &src_meta {
+                        if dm.dev() == m.dev() && dm.ino() == m.ino() {
+                            return Err(Error::invalid(format!(
+                                "{} and {} are the same file",
+                                src_name.display(),
+                                p.display()
+                            )));
+                        }
+                    }
+                }
+                let wp = if opts.in_place {
+                    p.clone()
+                } else {
+                    transfer::temp_path(&p, id)
+                };
+                (Endpoint::Path(p.clone()), p, wp)
             }
-            m if m.needs_uring() && self.backend != Backend::Uring => {
-                return Err(Error::new(ErrorKind::BackendUnavailable, "copy").with_detail(format!(
-                    "mode {m} needs io_uring but the engine runs the {} backend ({}); choose copy-file-range, splice or buffered",
-                    self.backend, self.reason
-                )))
+            Sink::Socket(fd) => {
+                let name = PathBuf::from(socket_name(&fd));
+                prepare_socket(&fd).map_err(|e| Error::io("configure socket", Some(&name), e))?;
+                if opts.direct {
+                    return Err(Error::invalid("--direct applies to file -> file copies"));
+                }
+                (Endpoint::Socket(Arc::new(fd)), name.clone(), name)
             }
-            m if opts.direct && !matches!(m, Mode::UringFixed | Mode::Buffered) => {
-                return Err(Error::invalid(format!(
-                    "--direct works with modes uring-fixed and buffered, not {m}"
-                )))
-            }
-            m => (m, "requested".to_string()),
         };
+        let dst_socket = matches!(dst_ep, Endpoint::Socket(_));
+        let (mode, reason) = self.resolve_mode(
+            &opts,
+            src_socket,
+            dst_socket,
+            len.unwrap_or(u64::MAX),
+            &dst_name,
+        )?;
         let mut chunk = opts.chunk.unwrap_or(self.chunk).clamp(1, self.chunk);
         if opts.direct {
             chunk = chunk
-                .next_multiple_of(transfer::file::DIRECT_ALIGN)
+                .next_multiple_of(transfer::job::DIRECT_ALIGN)
                 .min(self.chunk);
         }
         let depth = opts
             .depth
             .unwrap_or(self.depth)
             .clamp(1, self.buffers_per_worker);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let shared = Shared::new(id, len);
-        let write_path = if opts.in_place {
-            dst.to_path_buf()
-        } else {
-            transfer::temp_path(dst, id)
-        };
-        let perm = opts.create_mode.unwrap_or(meta.mode() & 0o7777);
-        let req = FileRequest {
+        let shared = Shared::new(id, len.unwrap_or(0));
+        let perm = opts
+            .create_mode
+            .or(src_meta.as_ref().map(|m| m.mode() & 0o7777))
+            .unwrap_or(0o644);
+        let req = Request {
             shared: shared.clone(),
-            src: src.to_path_buf(),
-            dst: dst.to_path_buf(),
+            src: src_ep,
+            dst: dst_ep,
+            src_name,
+            dst_name,
             write_path,
             start,
             len,
-            src_sparse: meta.blocks() * 512 < size,
+            src_sparse: src_meta
+                .as_ref()
+                .is_some_and(|m| m.blocks() * 512 < m.len()),
             perm,
             mode,
             mode_reason: reason,
@@ -421,6 +436,124 @@ impl Engine {
             return Err(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine is shut down"));
         }
         Ok(Transfer { shared })
+    }
+
+    /// Validates a file source and its range: (endpoint, name, start, len, metadata).
+    #[allow(clippy::type_complexity)]
+    fn file_source(
+        &self,
+        src: PathBuf,
+        opts: &Options,
+    ) -> Result<(
+        Endpoint,
+        PathBuf,
+        u64,
+        Option<u64>,
+        Option<std::fs::Metadata>,
+    )> {
+        let meta = std::fs::metadata(&src).map_err(|e| Error::io("open", Some(&src), e))?;
+        if meta.is_dir() {
+            return Err(Error::invalid(
+                "is a directory; copy directories with -r (Engine::copy_tree)",
+            )
+            .with_path(&src));
+        }
+        if !meta.is_file() {
+            return Err(Error::invalid("not a regular file").with_path(&src));
+        }
+        let size = meta.len();
+        let (start, len) = match opts.range {
+            None => (0, size),
+            Some((off, _)) if off > size => {
+                return Err(Error::invalid(format!("range offset {off} is past the end of the source ({size} bytes)")).with_path(&src))
+            }
+            Some((off, Some(l))) if off + l > size => {
+                return Err(Error::invalid(format!(
+                    "range {off}+{l} runs past the end of the source ({size} bytes); shorten the length"
+                ))
+                .with_path(&src))
+            }
+            Some((off, l)) => (off, l.unwrap_or(size - off)),
+        };
+        if opts.direct && start % transfer::job::DIRECT_ALIGN as u64 != 0 {
+            return Err(Error::invalid(format!(
+                "--direct needs a range offset aligned to {} bytes, got {start}",
+                transfer::job::DIRECT_ALIGN
+            )));
+        }
+        Ok((
+            Endpoint::Path(src.clone()),
+            src,
+            start,
+            Some(len),
+            Some(meta),
+        ))
+    }
+
+    fn resolve_mode(
+        &self,
+        opts: &Options,
+        src_socket: bool,
+        dst_socket: bool,
+        len: u64,
+        dst: &Path,
+    ) -> Result<(Mode, String)> {
+        let pair = match (src_socket, dst_socket) {
+            (false, false) => "file -> file",
+            (false, true) => "file -> socket",
+            (true, false) => "socket -> file",
+            (true, true) => "socket -> socket",
+        };
+        match opts.mode {
+            Mode::Auto => {
+                let (m, r) = if !src_socket && !dst_socket {
+                    let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    self.auto_mode(len, opts.direct, sys::reflink_capable(parent))
+                } else {
+                    self.auto_net_mode(src_socket, dst_socket)
+                };
+                Ok((m, format!("auto: {r}")))
+            }
+            m if !m.supports(src_socket, dst_socket) => {
+                let ok: Vec<_> = Mode::ALL
+                    .iter()
+                    .filter(|x| x.supports(src_socket, dst_socket) && (self.backend == Backend::Uring || !x.needs_uring()))
+                    .map(|x| x.as_str())
+                    .collect();
+                Err(Error::invalid(format!("mode {m} cannot move {pair}; use one of {}", ok.join(", "))))
+            }
+            m if m.needs_uring() && self.backend != Backend::Uring => Err(Error::new(ErrorKind::BackendUnavailable, "copy")
+                .with_detail(format!(
+                    "mode {m} needs io_uring but the engine runs the {} backend ({}); choose a syscall mode \
+                     (copy-file-range, sendfile, splice, buffered)",
+                    self.backend, self.reason
+                ))),
+            m if opts.direct && !matches!(m, Mode::UringFixed | Mode::Buffered) => {
+                Err(Error::invalid(format!("--direct works with modes uring-fixed and buffered, not {m}")))
+            }
+            m => Ok((m, "requested".to_string())),
+        }
+    }
+
+    /// Which mode `Mode::Auto` picks when a socket is involved, and why.
+    pub fn auto_net_mode(&self, src_socket: bool, dst_socket: bool) -> (Mode, &'static str) {
+        match (self.backend, src_socket, dst_socket) {
+            (Backend::Uring, false, true) => (
+                Mode::UringSplice,
+                "file -> pipe -> socket in the ring: no user copy, cancellable",
+            ),
+            (Backend::Syscall, false, true) => (
+                Mode::Sendfile,
+                "sendfile: the kernel's own file -> socket path",
+            ),
+            (Backend::Uring, _, _) => (
+                Mode::UringSplice,
+                "socket -> pipe -> sink in the ring: no user copy, cancellable",
+            ),
+            (Backend::Syscall, _, _) => {
+                (Mode::Splice, "splice through a pooled pipe: no user copy")
+            }
+        }
     }
 
     /// The least busy worker.
@@ -463,4 +596,27 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// "tcp 127.0.0.1:5000" (the peer), or "socket fd 7" when it has no address.
+fn socket_name(fd: &OwnedFd) -> String {
+    let s = socket2::SockRef::from(fd);
+    match s.peer_addr().ok().and_then(|a| a.as_socket()) {
+        Some(a) => format!("tcp {a}"),
+        None => format!("socket fd {}", std::os::fd::AsRawFd::as_raw_fd(fd)),
+    }
+}
+
+/// Sockets are used in blocking mode with a short SO_SNDTIMEO/SO_RCVTIMEO. A syscall-mode op
+/// (send, recv, sendfile, splice) that would block then returns EAGAIN after 50 ms instead of
+/// holding its worker, and every other transfer on it, hostage to a slow peer; the job retries
+/// after checking cancel, deadline and idle timeout. Ring ops wait in the kernel (the timeout
+/// only shortens io-wq's blocking attempts, which are retried the same way) and ASYNC_CANCEL
+/// ends them. This changes the options of the caller's socket, duplicates included.
+fn prepare_socket(fd: &OwnedFd) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(fd);
+    s.set_nonblocking(false)?;
+    let t = Some(std::time::Duration::from_millis(50));
+    s.set_read_timeout(t)?;
+    s.set_write_timeout(t)
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind};
 use crate::metrics::WorkerMetrics;
 use crate::ring::Ring;
 use crate::sys::{self, PipePool};
-use crate::transfer::file::{FileJob, Op, Tag};
+use crate::transfer::job::{CopyJob, Op, Tag};
 
 pub(crate) struct Config {
     pub id: usize,
@@ -38,7 +38,7 @@ const WAKE: u32 = u32::MAX;
 struct Worker {
     cfg: Config,
     io: Io<Tag>,
-    jobs: Vec<Option<FileJob>>,
+    jobs: Vec<Option<CopyJob>>,
     free: Vec<u32>,
     by_id: HashMap<u64, u32>,
     wake_armed: bool,
@@ -195,7 +195,7 @@ impl Worker {
                     (self.jobs.len() - 1) as u32
                 });
                 let id = req.shared.id;
-                let mut job = FileJob::new(*req, slot, self.cfg.id);
+                let mut job = CopyJob::new(*req, slot, self.cfg.id);
                 if self.shutting_down || job.req.shared.cancelled.load(Ordering::SeqCst) {
                     job.abort(cancelled("copy"));
                 }
@@ -229,13 +229,7 @@ impl Worker {
             let Some(job) = self.jobs[i].as_mut() else {
                 continue;
             };
-            if let Some(d) = job.deadline {
-                if now >= d {
-                    job.abort(
-                        Error::new(ErrorKind::DeadlineExceeded, "copy").with_path(&job.req.src),
-                    );
-                }
-            }
+            job.check_timers(now);
             job.drive(&mut self.io, now);
             if job.is_done() {
                 self.retire(i);
@@ -247,7 +241,7 @@ impl Worker {
         self.jobs
             .iter()
             .flatten()
-            .filter_map(FileJob::wake_at)
+            .filter_map(CopyJob::wake_at)
             .min()
     }
 
@@ -296,7 +290,7 @@ impl Worker {
             .metrics
             .active
             .store(self.by_id.len() as u64, Ordering::Relaxed);
-        match job.finish(self.cfg.backend) {
+        match job.finish(self.cfg.backend, &mut self.io) {
             Some(bytes) => {
                 self.cfg
                     .metrics

@@ -50,6 +50,58 @@ pub fn copy_file_range(
     Ok(n as usize)
 }
 
+/// `sendfile(2)` from a file offset to any descriptor (a socket here).
+pub fn sendfile(
+    out: BorrowedFd<'_>,
+    src: BorrowedFd<'_>,
+    off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut o = off as libc::off_t;
+    let n = syscall!(sendfile(
+        out.as_raw_fd(),
+        src.as_raw_fd(),
+        &mut o,
+        len.min(MAX_RW)
+    ))?;
+    Ok(n as usize)
+}
+
+/// `recv(2)` on a stream socket.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let n = syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0))?;
+    Ok(n as usize)
+}
+
+/// `send(2)` with MSG_NOSIGNAL: a peer that went away gives EPIPE instead of killing us.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let n = syscall!(send(
+        fd.as_raw_fd(),
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL
+    ))?;
+    Ok(n as usize)
+}
+
+/// Tears a connection down at once: shutdown both ways and, for TCP, `connect(AF_UNSPEC)`,
+/// which runs tcp_disconnect: the peer gets a RST, and the send queues are purged, so zero-copy
+/// buffers still referenced by unsent or unacknowledged segments are released and their
+/// notifications arrive. Used when a transfer to or from a socket fails or is cancelled: a byte
+/// stream cut mid-way must not end in a clean FIN that could pass for a complete transfer.
+pub fn reset_connection(fd: BorrowedFd<'_>) {
+    let _ = syscall!(shutdown(fd.as_raw_fd(), libc::SHUT_RDWR));
+    // SAFETY: sockaddr is plain data; all-zero with sa_family = AF_UNSPEC is the documented
+    // "dissolve the association" argument to connect(2).
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let _ = syscall!(connect(
+        fd.as_raw_fd(),
+        &sa,
+        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t
+    ));
+}
+
 /// `splice(2)`; an offset of `None` means "the descriptor's own position" (pipes, sockets).
 pub fn splice(
     fd_in: BorrowedFd<'_>,

@@ -4,6 +4,7 @@
 //! The state machine that keeps N ops of a file copy in flight lives in `file.rs`; it runs on a
 //! worker and talks to the kernel only through `backend::Io`.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 
-pub(crate) mod file;
+pub(crate) mod job;
 mod plan;
 mod rate;
 mod tree;
@@ -30,10 +31,15 @@ pub enum Mode {
     Auto,
     /// io_uring READ_FIXED -> WRITE_FIXED through the registered slab, `depth` chunks in flight.
     UringFixed,
-    /// io_uring SPLICE file -> pooled pipe -> file.
+    /// io_uring SPLICE through a pooled pipe (file or socket on either side).
     UringSplice,
+    /// io_uring READ_FIXED into the registered slab, then SEND_ZC from it (file -> socket). A
+    /// buffer is reused only after the kernel's zero-copy notification.
+    UringSendZc,
     /// copy_file_range(2) in chunks (in-kernel copy; reflink where the filesystem can).
     CopyFileRange,
+    /// sendfile(2) in pieces (file -> socket).
+    Sendfile,
     /// splice(2) through a pooled pipe.
     Splice,
     /// pread/pwrite with a user buffer: the baseline.
@@ -41,11 +47,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Auto,
         Mode::UringFixed,
         Mode::UringSplice,
+        Mode::UringSendZc,
         Mode::CopyFileRange,
+        Mode::Sendfile,
         Mode::Splice,
         Mode::Buffered,
     ];
@@ -55,6 +63,8 @@ impl Mode {
             Mode::Auto => "auto",
             Mode::UringFixed => "uring-fixed",
             Mode::UringSplice => "uring-splice",
+            Mode::UringSendZc => "uring-sendzc",
+            Mode::Sendfile => "sendfile",
             Mode::CopyFileRange => "copy-file-range",
             Mode::Splice => "splice",
             Mode::Buffered => "buffered",
@@ -63,7 +73,21 @@ impl Mode {
 
     /// Whether the mode needs the io_uring backend.
     pub fn needs_uring(self) -> bool {
-        matches!(self, Mode::UringFixed | Mode::UringSplice)
+        matches!(
+            self,
+            Mode::UringFixed | Mode::UringSplice | Mode::UringSendZc
+        )
+    }
+
+    /// Whether the mode can move bytes from `src` to `dst` (`true` = a socket).
+    pub fn supports(self, src_socket: bool, dst_socket: bool) -> bool {
+        match self {
+            Mode::Auto | Mode::UringFixed | Mode::UringSplice | Mode::Splice | Mode::Buffered => {
+                true
+            }
+            Mode::CopyFileRange => !src_socket && !dst_socket,
+            Mode::UringSendZc | Mode::Sendfile => !src_socket && dst_socket,
+        }
     }
 }
 
@@ -90,28 +114,57 @@ impl std::str::FromStr for Mode {
 }
 
 /// Where bytes come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Source {
-    /// A regular file.
+    /// A regular file (use `Options::range` or `Source::file_range` for a slice of it).
     File(PathBuf),
+    /// A slice of a regular file: `len` bytes from `offset` (`None`: to the end).
+    FileRange(PathBuf, u64, Option<u64>),
+    /// A connected stream socket (TCP, Unix). `len`: exactly this many bytes (fewer is an
+    /// error), or `None` to read until the peer closes. The engine owns the descriptor and
+    /// closes it when done; keep a `try_clone()` if you need the connection afterwards.
+    Socket { fd: OwnedFd, len: Option<u64> },
 }
 
 impl Source {
     pub fn file(p: impl Into<PathBuf>) -> Source {
         Source::File(p.into())
     }
+    pub fn file_range(p: impl Into<PathBuf>, offset: u64, len: Option<u64>) -> Source {
+        Source::FileRange(p.into(), offset, len)
+    }
+    /// A socket read until EOF.
+    pub fn socket(fd: impl Into<OwnedFd>) -> Source {
+        Source::Socket {
+            fd: fd.into(),
+            len: None,
+        }
+    }
+    /// A socket from which exactly `len` bytes are expected.
+    pub fn socket_exact(fd: impl Into<OwnedFd>, len: u64) -> Source {
+        Source::Socket {
+            fd: fd.into(),
+            len: Some(len),
+        }
+    }
 }
 
 /// Where bytes go.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Sink {
     /// A regular file, created or replaced.
     File(PathBuf),
+    /// A connected stream socket. The engine closes its descriptor when done (the peer sees EOF
+    /// once no other copy of the descriptor is open).
+    Socket(OwnedFd),
 }
 
 impl Sink {
     pub fn file(p: impl Into<PathBuf>) -> Sink {
         Sink::File(p.into())
+    }
+    pub fn socket(fd: impl Into<OwnedFd>) -> Sink {
+        Sink::Socket(fd.into())
     }
 }
 
@@ -142,6 +195,8 @@ pub struct Options {
     pub rate: Option<RateLimit>,
     /// Give up (cancel, clean up) after this long.
     pub deadline: Option<Duration>,
+    /// Give up when no byte has moved for this long (a peer that stops reading or sending).
+    pub idle_timeout: Option<Duration>,
     /// Permission bits for a new destination; `None` copies the source's.
     pub create_mode: Option<u32>,
 }
@@ -160,6 +215,7 @@ impl Default for Options {
             sparse: true,
             rate: None,
             deadline: None,
+            idle_timeout: None,
             create_mode: None,
         }
     }
@@ -280,6 +336,17 @@ pub struct Transfer {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.progress();
+        f.debug_struct("Transfer")
+            .field("id", &self.id())
+            .field("done", &p.done)
+            .field("total", &p.total)
+            .finish()
+    }
+}
+
 impl Transfer {
     pub fn id(&self) -> u64 {
         self.shared.id
@@ -380,15 +447,27 @@ impl std::future::Future for Transfer {
     }
 }
 
+/// One side of a transfer, as the worker sees it.
+pub(crate) enum Endpoint {
+    /// Opened by the job (in the ring on io_uring).
+    Path(PathBuf),
+    /// Already open; no offsets.
+    Socket(Arc<OwnedFd>),
+}
+
 /// A request as the worker receives it.
-pub(crate) struct FileRequest {
+pub(crate) struct Request {
     pub shared: Arc<Shared>,
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    /// Where bytes are written: a temp name beside `dst`, or `dst` itself in place.
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    /// For messages and the report: the path, or "tcp 127.0.0.1:5000".
+    pub src_name: PathBuf,
+    pub dst_name: PathBuf,
+    /// Where bytes are written: a temp name beside the destination, or the destination itself.
     pub write_path: PathBuf,
     pub start: u64,
-    pub len: u64,
+    /// Bytes to move; `None` for a socket read until EOF.
+    pub len: Option<u64>,
     pub src_sparse: bool,
     pub perm: u32,
     pub mode: Mode,

@@ -22,11 +22,19 @@ pub fn engines() -> Vec<(Backend, Engine)> {
     v
 }
 
-/// Modes a backend can run.
-pub fn modes(b: Backend) -> Vec<Mode> {
+/// Every mode a backend can run.
+pub fn all_modes(b: Backend) -> Vec<Mode> {
     Mode::ALL
         .into_iter()
         .filter(|m| b == Backend::Uring || !m.needs_uring())
+        .collect()
+}
+
+/// The file -> file modes a backend can run.
+pub fn modes(b: Backend) -> Vec<Mode> {
+    all_modes(b)
+        .into_iter()
+        .filter(|m| m.supports(false, false))
         .collect()
 }
 

@@ -6,4 +6,5 @@ mod children;
 mod common;
 mod copy;
 mod limits;
+mod net;
 mod tree;
