@@ -39,7 +39,8 @@ pub struct Args {
     /// Number of files in the small-files workload.
     #[arg(long)]
     small_files: Option<usize>,
-    /// Workloads to run (comma-separated): hot-new, hot-overwrite, cold, direct, small-files, concurrency.
+    /// Workloads to run (comma-separated): hot-new, hot-overwrite, cold, direct, small-files,
+    /// concurrency, net-send, net-recv.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Add the single-thread memcpy row (the physical limit of a page-cache copy).
@@ -83,10 +84,7 @@ fn parse_size(s: &str) -> Result<u64> {
     } else {
         (t.as_str(), 1)
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .with_context(|| format!("--size {s:?}: use e.g. 1GiB, 256MiB"))?;
+    let v: f64 = num.trim().parse().with_context(|| format!("--size {s:?}: use e.g. 1GiB, 256MiB"))?;
     Ok((v * mult as f64) as u64)
 }
 
@@ -108,21 +106,9 @@ fn run(args: Args) -> Result<()> {
         None => 1 << 30,
     };
     let reps = args.reps.unwrap_or(if args.quick { 2 } else { 5 }).max(1);
-    let nsmall = args
-        .small_files
-        .unwrap_or(if args.quick { 2000 } else { 20_000 });
-    let all = [
-        "hot-new",
-        "hot-overwrite",
-        "cold",
-        "direct",
-        "small-files",
-        "concurrency",
-    ];
-    let wanted: Vec<String> = args
-        .workloads
-        .clone()
-        .unwrap_or_else(|| all.iter().map(|s| s.to_string()).collect());
+    let nsmall = args.small_files.unwrap_or(if args.quick { 2000 } else { 20_000 });
+    let all = ["hot-new", "hot-overwrite", "cold", "direct", "small-files", "concurrency", "net-send", "net-recv"];
+    let wanted: Vec<String> = args.workloads.clone().unwrap_or_else(|| all.iter().map(|s| s.to_string()).collect());
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown workload {w:?}: choose from {}", all.join(", "));
@@ -151,26 +137,15 @@ fn run(args: Args) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut workloads_run = Vec::new();
     let uring = engines.uring.backend() == ferry::Backend::Uring;
-    let ferry_modes: Vec<Mode> = Mode::ALL
-        .into_iter()
-        .filter(|m| uring || !m.needs_uring())
-        .collect();
+    let ferry_modes: Vec<Mode> = Mode::ALL.into_iter().filter(|m| uring || !m.needs_uring()).collect();
     let t_start = Instant::now();
 
     for wname in &wanted {
         let w = match wname.as_str() {
             "hot-new" | "cold" => {
-                let mut c: Vec<Contender> = ferry_modes
-                    .iter()
-                    .map(|&mode| Contender::Ferry {
-                        mode,
-                        fallback: false,
-                    })
-                    .collect();
-                c.push(Contender::Ferry {
-                    mode: Mode::Auto,
-                    fallback: true,
-                });
+                let mut c: Vec<Contender> =
+                    ferry_modes.iter().map(|&mode| Contender::Ferry { mode, fallback: false }).collect();
+                c.push(Contender::Ferry { mode: Mode::Auto, fallback: true });
                 c.extend([
                     Contender::StdCopy,
                     Contender::RwLoop(32 << 10),
@@ -180,71 +155,30 @@ fn run(args: Args) -> Result<()> {
                 if wname == "hot-new" {
                     c.push(Contender::MmapWrite);
                 }
-                c.extend([
-                    Contender::Cp,
-                    Contender::Dd(128 << 10),
-                    Contender::Dd(1 << 20),
-                ]);
+                c.extend([Contender::Cp, Contender::Dd(128 << 10), Contender::Dd(1 << 20)]);
                 if args.memcpy && wname == "hot-new" {
                     c.push(Contender::Memcpy);
                 }
-                Workload {
-                    name: wname.clone(),
-                    contenders: c,
-                    baseline: Contender::RwLoop(128 << 10),
-                }
+                Workload { name: wname.clone(), contenders: c, baseline: Contender::RwLoop(128 << 10) }
             }
             "hot-overwrite" => {
-                let mut c: Vec<Contender> = ferry_modes
-                    .iter()
-                    .map(|&mode| Contender::Ferry {
-                        mode,
-                        fallback: false,
-                    })
-                    .collect();
-                c.extend([
-                    Contender::RwLoop(128 << 10),
-                    Contender::RwLoop(1 << 20),
-                    Contender::Dd(1 << 20),
-                ]);
+                let mut c: Vec<Contender> =
+                    ferry_modes.iter().map(|&mode| Contender::Ferry { mode, fallback: false }).collect();
+                c.extend([Contender::RwLoop(128 << 10), Contender::RwLoop(1 << 20), Contender::Dd(1 << 20)]);
                 if args.memcpy {
                     c.push(Contender::Memcpy);
                 }
-                Workload {
-                    name: wname.clone(),
-                    contenders: c,
-                    baseline: Contender::RwLoop(128 << 10),
-                }
+                Workload { name: wname.clone(), contenders: c, baseline: Contender::RwLoop(128 << 10) }
             }
             "direct" => {
-                let mut c = vec![Contender::Ferry {
-                    mode: Mode::Buffered,
-                    fallback: false,
-                }];
+                let mut c = vec![Contender::Ferry { mode: Mode::Buffered, fallback: false }];
                 if uring {
-                    c.insert(
-                        0,
-                        Contender::Ferry {
-                            mode: Mode::UringFixed,
-                            fallback: false,
-                        },
-                    );
+                    c.insert(0, Contender::Ferry { mode: Mode::UringFixed, fallback: false });
                 }
                 let chunk = engines.uring.info().chunk;
                 let depth = engines.uring.info().depth;
-                c.extend([
-                    Contender::RwLoop(chunk),
-                    Contender::Dd(1 << 20),
-                    Contender::Fio {
-                        bs: chunk,
-                        qd: depth,
-                    },
-                ]);
-                Workload {
-                    name: wname.clone(),
-                    contenders: c,
-                    baseline: Contender::RwLoop(chunk),
-                }
+                c.extend([Contender::RwLoop(chunk), Contender::Dd(1 << 20), Contender::Fio { bs: chunk, qd: depth }]);
+                Workload { name: wname.clone(), contenders: c, baseline: Contender::RwLoop(chunk) }
             }
             "small-files" => Workload {
                 name: wname.clone(),
@@ -255,21 +189,29 @@ fn run(args: Args) -> Result<()> {
                 ],
                 baseline: Contender::CpR,
             },
+            "net-send" | "net-recv" => {
+                let sending = wname == "net-send";
+                let mut c: Vec<Contender> = ferry_modes
+                    .iter()
+                    .filter(|m| m.supports(!sending, sending))
+                    .map(|&mode| Contender::Ferry { mode, fallback: false })
+                    .collect();
+                c.push(Contender::Ferry { mode: Mode::Auto, fallback: true });
+                c.push(Contender::RwLoop(128 << 10));
+                if sending {
+                    c.extend([
+                        Contender::SendfileLoop,
+                        Contender::Iperf { zero_copy: true },
+                        Contender::Iperf { zero_copy: false },
+                    ]);
+                }
+                Workload { name: wname.clone(), contenders: c, baseline: Contender::RwLoop(128 << 10) }
+            }
             "concurrency" => Workload {
                 name: wname.clone(),
                 contenders: vec![
-                    Contender::Ferry {
-                        mode: Mode::Auto,
-                        fallback: false,
-                    },
-                    Contender::Ferry {
-                        mode: if uring {
-                            Mode::UringFixed
-                        } else {
-                            Mode::Buffered
-                        },
-                        fallback: false,
-                    },
+                    Contender::Ferry { mode: Mode::Auto, fallback: false },
+                    Contender::Ferry { mode: if uring { Mode::UringFixed } else { Mode::Buffered }, fallback: false },
                     Contender::RwLoop(128 << 10),
                     Contender::Cp,
                 ],
@@ -277,12 +219,7 @@ fn run(args: Args) -> Result<()> {
             },
             _ => unreachable!(),
         };
-        let contenders: Vec<Contender> = w
-            .contenders
-            .iter()
-            .filter(|c| c.available())
-            .cloned()
-            .collect();
+        let contenders: Vec<Contender> = w.contenders.iter().filter(|c| c.available()).cloned().collect();
         for c in w.contenders.iter().filter(|c| !c.available()) {
             eprintln!("  {}: {} not installed, row skipped", w.name, c.name());
         }
@@ -290,32 +227,20 @@ fn run(args: Args) -> Result<()> {
         // Each workload variant: (label, setup+task runner).
         let variants: Vec<String> = match wname.as_str() {
             "small-files" => {
-                let mut v = vec![format!(
-                    "small-files {} x 4KiB ({})",
-                    nsmall,
-                    report::fs_type(&scratch)
-                )];
+                let mut v = vec![format!("small-files {} x 4KiB ({})", nsmall, report::fs_type(&scratch))];
                 if Path::new("/dev/shm").is_dir() {
                     v.push(format!("small-files {} x 4KiB (tmpfs)", nsmall));
                 }
                 v
             }
-            "concurrency" => [1usize, 4, 16]
-                .iter()
-                .map(|n| format!("concurrency {n}"))
-                .collect(),
+            "concurrency" => [1usize, 4, 16].iter().map(|n| format!("concurrency {n}")).collect(),
+            "net-send" | "net-recv" => vec![format!("{wname} 1 stream"), format!("{wname} 16 streams")],
             _ => vec![wname.clone()],
         };
         for label in variants {
-            let wl = Workload {
-                name: label.clone(),
-                contenders: contenders.clone(),
-                baseline: w.baseline.clone(),
-            };
+            let wl = Workload { name: label.clone(), contenders: contenders.clone(), baseline: w.baseline.clone() };
             eprintln!("== {} ({} contenders)", wl.name, wl.contenders.len());
-            let r = run_workload(
-                &wl, wname, &engines, &scratch, &src, &dst, src_hash, size, nsmall, reps, &args,
-            )?;
+            let r = run_workload(&wl, wname, &engines, &scratch, &src, &dst, src_hash, size, nsmall, reps, &args)?;
             rows.extend(r);
             workloads_run.push((wl.name.clone(), wl.baseline.name()));
         }
@@ -324,22 +249,11 @@ fn run(args: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     let summary = report::summarize(&rows, &workloads_run);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::fio_json(&summary, &rows))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report::fio_json(&summary, &rows))?);
     } else {
         print!("{}", report::table(&summary));
     }
-    let dir = report::write_results(
-        &args,
-        &rows,
-        &summary,
-        size,
-        reps,
-        nsmall,
-        t_start.elapsed(),
-    )?;
+    let dir = report::write_results(&args, &rows, &summary, size, reps, nsmall, t_start.elapsed())?;
     eprintln!("results written to {}", dir.display());
     Ok(())
 }
@@ -374,9 +288,7 @@ fn verify_tree(src: &Path, dst: &Path) -> Result<u64> {
         for f in std::fs::read_dir(d.path())? {
             let f = f?;
             let rel = dst.join(d.file_name()).join(f.file_name());
-            if std::fs::read(f.path())?
-                != std::fs::read(&rel).with_context(|| format!("verify {}", rel.display()))?
-            {
+            if std::fs::read(f.path())? != std::fs::read(&rel).with_context(|| format!("verify {}", rel.display()))? {
                 bail!("VERIFY FAILED: {} differs from its source", rel.display());
             }
             n += 1;
@@ -406,19 +318,21 @@ fn run_workload(
     } else {
         scratch.join("tree")
     };
-    let conc_n: usize = w
-        .name
-        .strip_prefix("concurrency ")
-        .map(|n| n.parse().unwrap_or(1))
-        .unwrap_or(0);
+    let conc_n: usize = w.name.strip_prefix("concurrency ").map(|n| n.parse().unwrap_or(1)).unwrap_or(0);
+    // Network: one stream carries the whole file; 16 streams carry a 16th each.
+    let streams = if w.name.ends_with("16 streams") { 16 } else { 1 };
+    let net_src = scratch.join(format!("net-src-{streams}"));
+    let net_hash = if kind.starts_with("net-") {
+        make_file(&net_src, (size / streams as u64).max(1), 77 + streams as u64)?;
+        hash_file(&net_src)?
+    } else {
+        0
+    };
     let mut pairs = Vec::new();
     if kind == "small-files" {
         let t = Instant::now();
         make_tree(&tree_root.join("src"), nsmall)?;
-        eprintln!(
-            "   made {nsmall} files in {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
+        eprintln!("   made {nsmall} files in {:.1}s", t.elapsed().as_secs_f64());
     }
     if conc_n > 0 {
         let each = (size / conc_n as u64).max(4096);
@@ -428,10 +342,7 @@ fn run_workload(
             pairs.push((s, scratch.join(format!("c-dst-{i}"))));
         }
     }
-    let pair_hashes: Vec<u128> = pairs
-        .iter()
-        .map(|(s, _)| hash_file(s))
-        .collect::<Result<_>>()?;
+    let pair_hashes: Vec<u128> = pairs.iter().map(|(s, _)| hash_file(s)).collect::<Result<_>>()?;
     let total = (reps + 1) * w.contenders.len();
     let mut done = 0;
     for rep in 0..=reps {
@@ -441,12 +352,19 @@ fn run_workload(
             let in_place = kind == "hot-overwrite";
             let direct = kind == "direct";
             match kind {
-                "small-files" => {
-                    let _ = std::fs::remove_dir_all(tree_root.join("dst"));
-                }
+                // Every small-files sample writes a fresh tree, removed only when the workload
+                // ends: deleting 20,000 files right before a sample puts ext4 mounted with
+                // `discard` (as here) into a state where creates crawl for tens of seconds,
+                // which would measure the previous sample's cleanup, not the contender.
+                "small-files" => {}
                 "concurrency" => {
                     for (_, d) in &pairs {
                         let _ = std::fs::remove_file(d);
+                    }
+                }
+                "net-recv" => {
+                    for i in 0..streams {
+                        let _ = std::fs::remove_file(scratch.join(format!("recv-{i}")));
                     }
                 }
                 "hot-overwrite" => {
@@ -462,19 +380,13 @@ fn run_workload(
             if kind == "cold" || kind == "direct" {
                 sys::drop_cache(src)?;
             }
-            let (tsrc, tdst) = (tree_root.join("src"), tree_root.join("dst"));
+            let (tsrc, tdst) = (tree_root.join("src"), tree_root.join(format!("dst-{rep}-{done}")));
             let task = match kind {
-                "small-files" => Task::Tree {
-                    src: &tsrc,
-                    dst: &tdst,
-                },
+                "small-files" => Task::Tree { src: &tsrc, dst: &tdst },
                 "concurrency" => Task::Many { pairs: &pairs },
-                _ => Task::File {
-                    src,
-                    dst,
-                    in_place,
-                    direct,
-                },
+                "net-send" => Task::Send { src: &net_src, streams, hash: net_hash },
+                "net-recv" => Task::Recv { src: &net_src, dst_dir: scratch, streams },
+                _ => Task::File { src, dst, in_place, direct },
             };
             let s = match c.run(&task, engines, scratch) {
                 Ok(s) => s,
@@ -493,6 +405,16 @@ fn run_workload(
                             bail!("VERIFY FAILED: {} copied {n} of {nsmall} files", c.name());
                         }
                     }
+                    // Verified inside the run, by the receiving threads' hashes.
+                    "net-send" => {}
+                    "net-recv" => {
+                        for i in 0..streams {
+                            let d = scratch.join(format!("recv-{i}"));
+                            if hash_file(&d)? != net_hash {
+                                bail!("VERIFY FAILED: {} received {} wrong", c.name(), d.display());
+                            }
+                        }
+                    }
                     "concurrency" => {
                         for ((_, d), h) in pairs.iter().zip(&pair_hashes) {
                             if hash_file(d)? != *h {
@@ -507,11 +429,7 @@ fn run_workload(
                     }
                 }
             }
-            let bytes = if kind == "small-files" {
-                nsmall as u64 * 4096
-            } else {
-                s.bytes
-            };
+            let bytes = if kind == "small-files" { nsmall as u64 * 4096 } else { s.bytes };
             if rep > 0 {
                 eprintln!(
                     "   [{done}/{total}] rep {rep} {:<34} {:>9.1} MB/s{}",
@@ -525,12 +443,7 @@ fn run_workload(
                 );
                 let mut s = s;
                 s.bytes = bytes;
-                rows.push(Row {
-                    workload: w.name.clone(),
-                    contender: c.name(),
-                    rep,
-                    sample: s,
-                });
+                rows.push(Row { workload: w.name.clone(), contender: c.name(), rep, sample: s });
             }
         }
     }
@@ -540,6 +453,10 @@ fn run_workload(
     for (s, d) in &pairs {
         let _ = std::fs::remove_file(s);
         let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_file(&net_src);
+    for i in 0..streams {
+        let _ = std::fs::remove_file(scratch.join(format!("recv-{i}")));
     }
     let _ = std::fs::remove_file(dst);
     let _ = args;

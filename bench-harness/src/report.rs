@@ -59,40 +59,22 @@ pub fn summarize(rows: &[Row], workloads: &[(String, String)]) -> Vec<Summary> {
                 order.push(r.contender.clone());
             }
         }
-        let base: BTreeMap<usize, f64> = rows
-            .iter()
-            .filter(|r| &r.workload == w && &r.contender == baseline)
-            .map(|r| (r.rep, bps(r)))
-            .collect();
+        let base: BTreeMap<usize, f64> =
+            rows.iter().filter(|r| &r.workload == w && &r.contender == baseline).map(|r| (r.rep, bps(r))).collect();
         for c in order {
-            let rs: Vec<&Row> = rows
-                .iter()
-                .filter(|r| &r.workload == w && r.contender == c)
-                .collect();
+            let rs: Vec<&Row> = rows.iter().filter(|r| &r.workload == w && r.contender == c).collect();
             let mut t: Vec<f64> = rs.iter().map(|r| bps(r)).collect();
-            let mut ratios: Vec<f64> = rs
-                .iter()
-                .filter_map(|r| base.get(&r.rep).map(|b| bps(r) / b))
-                .collect();
-            let gib_total: f64 =
-                rs.iter().map(|r| r.sample.bytes as f64).sum::<f64>() / (1u64 << 30) as f64;
+            let mut ratios: Vec<f64> = rs.iter().filter_map(|r| base.get(&r.rep).map(|b| bps(r) / b)).collect();
+            let gib_total: f64 = rs.iter().map(|r| r.sample.bytes as f64).sum::<f64>() / (1u64 << 30) as f64;
             let cpu_total: f64 = rs.iter().map(|r| r.sample.cpu.as_secs_f64()).sum();
             let lat = |f: fn(&ferry::Latency) -> u64| -> Option<f64> {
                 let mut v: Vec<f64> = rs
                     .iter()
-                    .filter_map(|r| {
-                        r.sample
-                            .latency
-                            .filter(|l| l.count > 0)
-                            .map(|l| f(&l) as f64 / 1e3)
-                    })
+                    .filter_map(|r| r.sample.latency.filter(|l| l.count > 0).map(|l| f(&l) as f64 / 1e3))
                     .collect();
                 (!v.is_empty()).then(|| median(&mut v))
             };
-            let mut fps: Vec<f64> = rs
-                .iter()
-                .map(|r| r.sample.files as f64 / r.sample.wall.as_secs_f64())
-                .collect();
+            let mut fps: Vec<f64> = rs.iter().map(|r| r.sample.files as f64 / r.sample.wall.as_secs_f64()).collect();
             let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
             let max = t.iter().cloned().fold(0.0, f64::max);
             let med = median(&mut t);
@@ -107,16 +89,12 @@ pub fn summarize(rows: &[Row], workloads: &[(String, String)]) -> Vec<Summary> {
                 ratio: (!ratios.is_empty()).then(|| median(&mut ratios)),
                 files_per_sec: w.starts_with("small-files").then(|| median(&mut fps)),
                 cpu_s_per_gib: cpu_total / gib_total.max(1e-12),
-                peak_rss_mib: rs.iter().map(|r| r.sample.peak_rss_kib).max().unwrap_or(0) as f64
-                    / 1024.0,
+                peak_rss_mib: rs.iter().map(|r| r.sample.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
                 p50_us: lat(|l| l.p50_ns),
                 p99_us: lat(|l| l.p99_ns),
                 p999_us: lat(|l| l.p999_ns),
                 max_us: lat(|l| l.max_ns),
-                backend: rs
-                    .last()
-                    .map(|r| r.sample.backend.clone())
-                    .unwrap_or_default(),
+                backend: rs.last().map(|r| r.sample.backend.clone()).unwrap_or_default(),
                 mode: rs.last().map(|r| r.sample.mode.clone()).unwrap_or_default(),
                 wide: med > 0.0 && (max - min) / med > 0.5,
             });
@@ -152,10 +130,7 @@ pub fn table(s: &[Summary]) -> String {
             last = &r.workload;
             let _ = writeln!(out, "\n### {}  (ratio vs {})\n", r.workload, r.baseline);
             let _ = writeln!(out, "| contender | median GB/s | min | max | ratio | files/s | CPU s/GiB | peak RSS MiB | p50 µs | p99 µs | p99.9 µs | backend / mode |");
-            let _ = writeln!(
-                out,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         }
         let _ = writeln!(
             out,
@@ -188,15 +163,9 @@ pub fn fio_json(s: &[Summary], rows: &[Row]) -> serde_json::Value {
     let jobs: Vec<_> = s
         .iter()
         .map(|r| {
-            let rs: Vec<_> = rows
-                .iter()
-                .filter(|x| x.workload == r.workload && x.contender == r.contender)
-                .collect();
-            let runtime_ms: f64 = rs
-                .iter()
-                .map(|x| x.sample.wall.as_secs_f64() * 1e3)
-                .sum::<f64>()
-                / rs.len().max(1) as f64;
+            let rs: Vec<_> = rows.iter().filter(|x| x.workload == r.workload && x.contender == r.contender).collect();
+            let runtime_ms: f64 =
+                rs.iter().map(|x| x.sample.wall.as_secs_f64() * 1e3).sum::<f64>() / rs.len().max(1) as f64;
             serde_json::json!({
                 "jobname": format!("{} / {}", r.workload, r.contender),
                 "workload": r.workload, "contender": r.contender,
@@ -217,10 +186,7 @@ pub fn fio_json(s: &[Summary], rows: &[Row]) -> serde_json::Value {
 }
 
 pub fn fs_type(p: &Path) -> String {
-    let out = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(p)
-        .output();
+    let out = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(p).output();
     out.ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
@@ -228,9 +194,7 @@ pub fn fs_type(p: &Path) -> String {
 }
 
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into())
 }
 
 fn cmd_out(cmd: &str, args: &[&str]) -> String {
@@ -252,13 +216,11 @@ pub fn write_results(
     took: Duration,
 ) -> Result<PathBuf> {
     let date = cmd_out("date", &["+%Y-%m-%d"]).trim().to_string();
-    let dir = args.out.join(format!(
-        "{date}-{}{}",
-        host(),
-        if args.quick { "-quick" } else { "" }
-    ));
+    let dir = args.out.join(format!("{date}-{}{}", host(), if args.quick { "-quick" } else { "" }));
     std::fs::create_dir_all(&dir)?;
-    let mut csv = String::from("workload,contender,rep,bytes,files,wall_s,cpu_s,peak_rss_kib,p50_ns,p99_ns,p999_ns,max_ns,backend,mode\n");
+    let mut csv = String::from(
+        "workload,contender,rep,bytes,files,wall_s,cpu_s,peak_rss_kib,p50_ns,p99_ns,p999_ns,max_ns,backend,mode\n",
+    );
     for r in rows {
         let l = r.sample.latency.unwrap_or_default();
         let _ = writeln!(
@@ -351,36 +313,18 @@ fn plots(dir: &Path, summary: &[Summary]) -> Result<()> {
     }
     for w in workloads {
         let rows: Vec<&Summary> = summary.iter().filter(|s| s.workload == w).collect();
-        let slug: String = w
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let slug: String = w.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         for (kind, what) in [("throughput", false), ("cpu", true)] {
             let png = dir.join(format!("{slug}-{kind}.png"));
             let svg = dir.join(format!("{slug}-{kind}.svg"));
-            draw(
-                plotters::prelude::BitMapBackend::new(&png, (1000, 60 + 34 * rows.len() as u32)),
-                w,
-                &rows,
-                what,
-            )?;
-            draw(
-                plotters::prelude::SVGBackend::new(&svg, (1000, 60 + 34 * rows.len() as u32)),
-                w,
-                &rows,
-                what,
-            )?;
+            draw(plotters::prelude::BitMapBackend::new(&png, (1000, 60 + 34 * rows.len() as u32)), w, &rows, what)?;
+            draw(plotters::prelude::SVGBackend::new(&svg, (1000, 60 + 34 * rows.len() as u32)), w, &rows, what)?;
         }
     }
     Ok(())
 }
 
-fn draw<B: plotters::prelude::DrawingBackend>(
-    backend: B,
-    title: &str,
-    rows: &[&Summary],
-    cpu: bool,
-) -> Result<()>
+fn draw<B: plotters::prelude::DrawingBackend>(backend: B, title: &str, rows: &[&Summary], cpu: bool) -> Result<()>
 where
     B::ErrorType: 'static,
 {
@@ -388,22 +332,13 @@ where
     let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let val = |s: &Summary| if cpu { s.cpu_s_per_gib } else { s.median / 1e9 };
-    let hi = rows
-        .iter()
-        .map(|s| if cpu { s.cpu_s_per_gib } else { s.max / 1e9 })
-        .fold(0.0, f64::max)
-        * 1.1
-        + 1e-6;
+    let hi = rows.iter().map(|s| if cpu { s.cpu_s_per_gib } else { s.max / 1e9 }).fold(0.0, f64::max) * 1.1 + 1e-6;
     let n = rows.len();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
                 "{title}: {}",
-                if cpu {
-                    "CPU seconds per GiB (lower is better)"
-                } else {
-                    "throughput GB/s, median with min-max"
-                }
+                if cpu { "CPU seconds per GiB (lower is better)" } else { "throughput GB/s, median with min-max" }
             ),
             ("sans-serif", 18),
         )
@@ -426,28 +361,15 @@ where
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart
         .draw_series(rows.iter().enumerate().map(|(i, s)| {
-            let color = if s.contender.starts_with("ferry") {
-                RGBColor(31, 119, 180)
-            } else {
-                RGBColor(160, 160, 160)
-            };
-            Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (val(s), SegmentValue::Exact(i + 1)),
-                ],
-                color.filled(),
-            )
+            let color = if s.contender.starts_with("ferry") { RGBColor(31, 119, 180) } else { RGBColor(160, 160, 160) };
+            Rectangle::new([(0.0, SegmentValue::Exact(i)), (val(s), SegmentValue::Exact(i + 1))], color.filled())
         }))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     if !cpu {
         chart
             .draw_series(rows.iter().enumerate().map(|(i, s)| {
                 PathElement::new(
-                    vec![
-                        (s.min / 1e9, SegmentValue::CenterOf(i)),
-                        (s.max / 1e9, SegmentValue::CenterOf(i)),
-                    ],
+                    vec![(s.min / 1e9, SegmentValue::CenterOf(i)), (s.max / 1e9, SegmentValue::CenterOf(i))],
                     BLACK.stroke_width(2),
                 )
             }))

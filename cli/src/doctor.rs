@@ -22,10 +22,7 @@ pub fn run(as_json: bool) -> Result<ExitCode> {
         Ok(r) => (
             "available".to_string(),
             json!({"sq_entries": r.setup.sq_entries, "cq_entries": r.setup.cq_entries}),
-            r.ops
-                .iter()
-                .map(|(n, ok)| json!({"op": n, "supported": ok}))
-                .collect::<Vec<_>>(),
+            r.ops.iter().map(|(n, ok)| json!({"op": n, "supported": ok})).collect::<Vec<_>>(),
         ),
         Err(why) => (format!("unavailable: {why}"), json!(null), Vec::new()),
     };
@@ -66,38 +63,21 @@ pub fn run(as_json: bool) -> Result<ExitCode> {
     println!("io_uring          {uring_line}");
     if let Ok(r) = &p.uring {
         let (yes, no): (Vec<_>, Vec<_>) = r.ops.iter().partition(|(_, ok)| *ok);
-        println!(
-            "opcodes probed    {}",
-            yes.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-        );
+        println!("opcodes probed    {}", yes.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" "));
         if !no.is_empty() {
-            println!(
-                "opcodes missing   {}",
-                no.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-            );
+            println!("opcodes missing   {}", no.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" "));
         }
     }
     if let Some((s, h)) = memlock {
-        println!(
-            "memlock limit     soft {} / hard {}",
-            fmt_lim(s),
-            fmt_lim(h)
-        );
+        println!("memlock limit     soft {} / hard {}", fmt_lim(s), fmt_lim(h));
     }
-    println!(
-        "pipe max size     {}",
-        pipe_max.map_or("unknown".into(), |v| format!("{} KiB", v / 1024))
-    );
+    println!("pipe max size     {}", pipe_max.map_or("unknown".into(), |v| format!("{} KiB", v / 1024)));
     match (&engine, &info) {
         (Ok(_), Some(i)) => {
             println!("backend           {} ({})", i.backend, i.backend_reason);
             println!(
                 "ring setup flags  {}",
-                if i.setup_flags.is_empty() {
-                    "-".into()
-                } else {
-                    i.setup_flags.join(" ")
-                }
+                if i.setup_flags.is_empty() { "-".into() } else { i.setup_flags.join(" ") }
             );
             println!(
                 "workers           {} (chunk {} KiB, depth {}, {} buffers each)",

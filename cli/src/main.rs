@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ferry::{
-    BackendChoice, Engine, ErrorKind, Mode, Options, RateLimit, Report, Sink, Source, TreeOptions,
-};
+use ferry::{BackendChoice, Engine, ErrorKind, Mode, Options, RateLimit, Report, Sink, Source, TreeOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -20,11 +18,7 @@ mod doctor;
 mod units;
 
 #[derive(Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "Move bytes between files as fast as the kernel allows (io_uring)"
-)]
+#[command(name = "ferry", version, about = "Move bytes between files as fast as the kernel allows (io_uring)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,7 +32,7 @@ enum Cmd {
     Cp(Cp),
     /// Send a file to HOST:PORT over TCP (interoperates with socat, nc).
     Send(Net),
-    /// Listen on [HOST:]PORT, accept one connection and write what arrives to FILE.
+    /// Listen on PORT or HOST:PORT, accept one connection and write what arrives to FILE.
     Recv(Net),
     /// Report what this kernel and machine offer ferry.
     Doctor {
@@ -111,7 +105,7 @@ struct Cp {
 
 #[derive(Args)]
 struct Net {
-    /// send: FILE HOST:PORT; recv: [HOST:]PORT FILE.
+    /// send: FILE HOST:PORT; recv: PORT (or HOST:PORT) FILE.
     #[arg(num_args = 2, required = true)]
     args: Vec<String>,
     /// auto, uring-splice, uring-sendzc, uring-fixed, sendfile, splice, buffered.
@@ -162,10 +156,7 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// One file to copy, or one tree.
@@ -198,19 +189,13 @@ impl Cp {
         let dst = &dst[0];
         let dst_is_dir = dst.is_dir();
         if srcs.len() > 1 && !dst_is_dir {
-            bail!(
-                "target {} is not a directory (several sources need an existing directory)",
-                dst.display()
-            );
+            bail!("target {} is not a directory (several sources need an existing directory)", dst.display());
         }
         let mut jobs = Vec::new();
         for s in srcs {
-            let meta =
-                std::fs::metadata(s).with_context(|| format!("cannot stat {}", s.display()))?;
+            let meta = std::fs::metadata(s).with_context(|| format!("cannot stat {}", s.display()))?;
             let target = if dst_is_dir {
-                let name = s
-                    .file_name()
-                    .with_context(|| format!("{} has no file name", s.display()))?;
+                let name = s.file_name().with_context(|| format!("{} has no file name", s.display()))?;
                 dst.join(name)
             } else {
                 dst.clone()
@@ -267,10 +252,7 @@ impl Cp {
                     let t = engine.copy(Source::file(&s), Sink::file(&d), opts.clone())?;
                     match wait_with_progress(t, interrupted, show, &s) {
                         Ok(rep) => reports.push(report_json(&rep)),
-                        Err(e)
-                            if e.kind() == ErrorKind::Cancelled
-                                && interrupted.load(Ordering::Relaxed) =>
-                        {
+                        Err(e) if e.kind() == ErrorKind::Cancelled && interrupted.load(Ordering::Relaxed) => {
                             eprintln!("ferry: interrupted; {} not written", d.display());
                             return Ok(ExitCode::from(130));
                         }
@@ -286,10 +268,7 @@ impl Cp {
                     };
                     let bar = show.then(|| {
                         let b = ProgressBar::new_spinner();
-                        b.set_style(
-                            ProgressStyle::with_template("{spinner} {msg}")
-                                .expect("valid template"),
-                        );
+                        b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
                         b
                     });
                     let r = engine.copy_tree(&s, &d, &topts, |p| {
@@ -323,11 +302,7 @@ impl Cp {
             }
         }
         if self.json {
-            let out = if reports.len() == 1 {
-                reports.remove(0)
-            } else {
-                json!(reports)
-            };
+            let out = if reports.len() == 1 { reports.remove(0) } else { json!(reports) };
             let mut so = std::io::stdout().lock();
             writeln!(so, "{}", serde_json::to_string_pretty(&out)?)?;
         }
@@ -356,26 +331,16 @@ impl Net {
         let (t, label) = if sending {
             let (file, addr) = (PathBuf::from(&self.args[0]), &self.args[1]);
             if !file.is_file() {
-                std::fs::metadata(&file)
-                    .with_context(|| format!("cannot send {}", file.display()))?;
+                std::fs::metadata(&file).with_context(|| format!("cannot send {}", file.display()))?;
                 bail!("{} is not a regular file", file.display());
             }
-            let sock = std::net::TcpStream::connect(addr.as_str()).with_context(|| {
-                format!("cannot connect to {addr} (is the receiver listening?)")
-            })?;
-            (
-                engine.copy(Source::file(&file), Sink::socket(sock), opts)?,
-                file,
-            )
+            let sock = std::net::TcpStream::connect(addr.as_str())
+                .with_context(|| format!("cannot connect to {addr} (is the receiver listening?)"))?;
+            (engine.copy(Source::file(&file), Sink::socket(sock), opts)?, file)
         } else {
             let (addr, file) = (&self.args[0], PathBuf::from(&self.args[1]));
-            let addr = if addr.contains(':') {
-                addr.clone()
-            } else {
-                format!("0.0.0.0:{addr}")
-            };
-            let listener = std::net::TcpListener::bind(&addr)
-                .with_context(|| format!("cannot listen on {addr}"))?;
+            let addr = if addr.contains(':') { addr.clone() } else { format!("0.0.0.0:{addr}") };
+            let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
             eprintln!("ferry: listening on {}", listener.local_addr()?);
             listener.set_nonblocking(true)?;
             let sock = loop {
@@ -392,10 +357,7 @@ impl Net {
                 }
             };
             sock.set_nonblocking(false)?;
-            (
-                engine.copy(Source::socket(sock), Sink::file(&file), opts)?,
-                file,
-            )
+            (engine.copy(Source::socket(sock), Sink::file(&file), opts)?, file)
         };
         let show = !self.json && std::io::stderr().is_terminal();
         match wait_with_progress(t, interrupted, show, &label) {
@@ -447,17 +409,11 @@ fn wait_with_progress(
 fn bytes_bar(total: u64, src: &Path) -> ProgressBar {
     let b = ProgressBar::new(total);
     b.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
-    b.set_message(
-        src.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
+    b.set_message(src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     b
 }
 

@@ -7,16 +7,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().unwrap()
 }
 
 fn write(path: &Path, size: usize, seed: u8) {
-    let data: Vec<u8> = (0..size)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
+    let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
     std::fs::write(path, data).unwrap();
 }
 
@@ -33,30 +28,10 @@ fn cp_copies_in_every_mode_and_reports_json() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
     write(&src, 3_000_001, 1);
-    for mode in [
-        "auto",
-        "uring-fixed",
-        "uring-splice",
-        "copy-file-range",
-        "splice",
-        "buffered",
-    ] {
+    for mode in ["auto", "uring-fixed", "uring-splice", "copy-file-range", "splice", "buffered"] {
         let dst = d.path().join(format!("dst-{mode}"));
-        let out = ferry(&[
-            "cp",
-            "--mode",
-            mode,
-            "--backend",
-            "uring",
-            "--json",
-            s(&src),
-            s(&dst),
-        ]);
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = ferry(&["cp", "--mode", mode, "--backend", "uring", "--json", s(&src), s(&dst)]);
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["bytes"], 3_000_001);
         assert_eq!(v["backend"], "io_uring");
@@ -87,10 +62,7 @@ fn cp_several_sources_into_a_directory_and_trees() {
     let o = ferry(&["cp", "-r", "-p", s(&tree), s(&d.path().join("copy"))]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha(&tree.join("x/y/f")), sha(&d.path().join("copy/x/y/f")));
-    assert_eq!(
-        std::fs::read_link(d.path().join("copy/x/l")).unwrap(),
-        Path::new("y/f")
-    );
+    assert_eq!(std::fs::read_link(d.path().join("copy/x/l")).unwrap(), Path::new("y/f"));
 }
 
 #[test]
@@ -101,15 +73,9 @@ fn bad_input_is_one_clear_line_and_exit_1() {
     let cases: &[(&[&str], &str)] = &[
         (&["cp", "/no/such/file", "/tmp/x"], "/no/such/file"),
         (&["cp", s(&src), "/no/such/dir/x"], "/no/such/dir/x"),
-        (
-            &["cp", "--mode", "teleport", s(&src), "/tmp/x"],
-            "unknown mode",
-        ),
+        (&["cp", "--mode", "teleport", s(&src), "/tmp/x"], "unknown mode"),
         (&["cp", "--chunk", "lots", s(&src), "/tmp/x"], "not a size"),
-        (
-            &["cp", "--range", "1GiB:", s(&src), "/tmp/ferry-range-x"],
-            "past the end",
-        ),
+        (&["cp", "--range", "1GiB:", s(&src), "/tmp/ferry-range-x"], "past the end"),
     ];
     for (args, want) in cases {
         let o = ferry(args);
@@ -129,38 +95,18 @@ fn sigint_cancels_removes_the_temp_file_and_exits_130() {
     for backend in ["uring", "syscall"] {
         let dst = d.path().join("dst");
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "cp",
-                "--backend",
-                backend,
-                "--rate-limit",
-                "4MiB/s",
-                s(&src),
-                s(&dst),
-            ])
+            .args(["cp", "--backend", backend, "--rate-limit", "4MiB/s", s(&src), s(&dst)])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));
         // SIGINT, as Ctrl-C sends.
-        let st = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
+        let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
         assert!(st.success());
         let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(130),
-            "{backend}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(130), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(!dst.exists(), "{backend}");
-        let left: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 1, "{backend}: {left:?}");
     }
 }
@@ -177,11 +123,7 @@ fn doctor_reports_the_kernel_and_backend() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_listening(port: u16) {
@@ -198,10 +140,7 @@ fn require_socat() -> bool {
     if Command::new("socat").arg("-V").output().is_ok() {
         return true;
     }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "socat missing under CI (scripts/test installs it)"
-    );
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "socat missing under CI (scripts/test installs it)");
     eprintln!("SKIPPED: socat not installed");
     false
 }
@@ -214,40 +153,17 @@ fn send_to_socat_and_recv_from_socat() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
     write(&src, 5_000_003, 7);
-    for mode in [
-        "auto",
-        "uring-splice",
-        "uring-sendzc",
-        "uring-fixed",
-        "sendfile",
-        "splice",
-        "buffered",
-    ] {
+    for mode in ["auto", "uring-splice", "uring-sendzc", "uring-fixed", "sendfile", "splice", "buffered"] {
         // socat listens and writes what arrives; ferry sends.
         let port = free_port();
         let out = d.path().join(format!("socat-{mode}"));
         let mut socat = Command::new("socat")
-            .args([
-                "-u",
-                &format!("TCP-LISTEN:{port},reuseaddr"),
-                &format!("OPEN:{},creat,trunc", out.display()),
-            ])
+            .args(["-u", &format!("TCP-LISTEN:{port},reuseaddr"), &format!("OPEN:{},creat,trunc", out.display())])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        let o = ferry(&[
-            "send",
-            "--mode",
-            mode,
-            "--json",
-            s(&src),
-            &format!("127.0.0.1:{port}"),
-        ]);
-        assert!(
-            o.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = ferry(&["send", "--mode", mode, "--json", s(&src), &format!("127.0.0.1:{port}")]);
+        assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(socat.wait().unwrap().success());
         assert_eq!(sha(&src), sha(&out), "send {mode}");
     }
@@ -256,32 +172,18 @@ fn send_to_socat_and_recv_from_socat() {
         let port = free_port();
         let out = d.path().join(format!("ferry-{mode}"));
         let recv = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args([
-                "recv",
-                "--mode",
-                mode,
-                &format!("127.0.0.1:{port}"),
-                s(&out),
-            ])
+            .args(["recv", "--mode", mode, &format!("127.0.0.1:{port}"), s(&out)])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         wait_listening_via_socat(port);
         let st = Command::new("socat")
-            .args([
-                "-u",
-                &format!("FILE:{}", s(&src)),
-                &format!("TCP:127.0.0.1:{port}"),
-            ])
+            .args(["-u", &format!("FILE:{}", s(&src)), &format!("TCP:127.0.0.1:{port}")])
             .status()
             .unwrap();
         assert!(st.success());
         let o = recv.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(sha(&src), sha(&out), "recv {mode}");
     }
 }
@@ -290,9 +192,7 @@ fn send_to_socat_and_recv_from_socat() {
 /// for the port to be bound instead.
 fn wait_listening_via_socat(port: u16) {
     for _ in 0..200 {
-        let ss = Command::new("ss")
-            .args(["-ltn", &format!("sport = :{port}")])
-            .output();
+        let ss = Command::new("ss").args(["-ltn", &format!("sport = :{port}")]).output();
         match ss {
             Ok(o) if String::from_utf8_lossy(&o.stdout).contains(&format!(":{port}")) => return,
             Ok(_) => std::thread::sleep(Duration::from_millis(20)),

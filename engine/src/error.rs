@@ -38,14 +38,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, op: &'static str) -> Error {
-        Error {
-            kind,
-            op,
-            path: None,
-            context: None,
-            detail: None,
-            source: None,
-        }
+        Error { kind, op, path: None, context: None, detail: None, source: None }
     }
     pub fn io(op: &'static str, path: Option<&Path>, e: io::Error) -> Error {
         Error {
@@ -105,11 +98,7 @@ impl std::fmt::Display for Error {
         if let Some(p) = &self.path {
             write!(f, " {}", p.display())?;
         }
-        let mut sep = if self.kind == ErrorKind::InvalidInput && self.path.is_none() {
-            ""
-        } else {
-            ": "
-        };
+        let mut sep = if self.kind == ErrorKind::InvalidInput && self.path.is_none() { "" } else { ": " };
         if let Some(d) = &self.detail {
             write!(f, "{sep}{d}")?;
             sep = ": ";
@@ -133,10 +122,7 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
-            ErrorKind::Io => e
-                .source
-                .as_ref()
-                .map_or(io::ErrorKind::Other, io::Error::kind),
+            ErrorKind::Io => e.source.as_ref().map_or(io::ErrorKind::Other, io::Error::kind),
             ErrorKind::Cancelled => io::ErrorKind::Interrupted,
             ErrorKind::DeadlineExceeded => io::ErrorKind::TimedOut,
             ErrorKind::SourceChanged => io::ErrorKind::UnexpectedEof,

@@ -33,8 +33,8 @@ pub use metrics::WorkerSnapshot;
 pub use ring::{ProbeReport, SetupReport};
 pub use runtime::{Engine, EngineBuilder, EngineInfo};
 pub use transfer::{
-    plan_chunks, Latency, Mode, Options, Progress, RateLimit, Report, Sink, Source, Transfer,
-    TreeOptions, TreeProgress, TreeReport,
+    plan_chunks, Latency, Mode, Options, Progress, RateLimit, Report, Sink, Source, Transfer, TreeOptions,
+    TreeProgress, TreeReport,
 };
 
 /// Small system facts for diagnostics (`ferry doctor`) and the benchmark.

@@ -89,15 +89,7 @@ impl<T> Done<T> {
 }
 
 fn from_held<T>(tag: T, res: i32, held: Held, latency: Duration) -> Done<T> {
-    Done {
-        tag,
-        res,
-        buf: held.buf,
-        pipe: held.pipe,
-        opened: None,
-        ud: 0,
-        latency,
-    }
+    Done { tag, res, buf: held.buf, pipe: held.pipe, opened: None, ud: 0, latency }
 }
 
 fn neg(e: &io::Error) -> i32 {
@@ -115,13 +107,7 @@ pub(crate) struct Io<T> {
 
 impl<T> Io<T> {
     pub fn new(ring: Option<Ring<T>>, pool: Option<BufPool>, pipes: PipePool) -> Self {
-        Io {
-            ring,
-            pool,
-            pipes,
-            ready: VecDeque::new(),
-            reaped: Vec::new(),
-        }
+        Io { ring, pool, pipes, ready: VecDeque::new(), reaped: Vec::new() }
     }
 
     pub fn ring(&mut self) -> Option<&mut Ring<T>> {
@@ -158,54 +144,26 @@ impl<T> Io<T> {
         !self.ready.is_empty()
     }
 
-    fn sync_done(
-        &mut self,
-        tag: T,
-        res: io::Result<usize>,
-        buf: Option<BufLease>,
-        pipe: Option<Pipe>,
-        t0: Instant,
-    ) {
+    fn sync_done(&mut self, tag: T, res: io::Result<usize>, buf: Option<BufLease>, pipe: Option<Pipe>, t0: Instant) {
         let res = match res {
             Ok(n) => n.min(i32::MAX as usize) as i32,
             Err(e) => neg(&e),
         };
-        self.ready.push_back(Done {
-            tag,
-            res,
-            buf,
-            pipe,
-            opened: None,
-            ud: 0,
-            latency: t0.elapsed(),
-        });
+        self.ready.push_back(Done { tag, res, buf, pipe, opened: None, ud: 0, latency: t0.elapsed() });
     }
 
-    fn ring_result(
-        &mut self,
-        r: Result<u64, PushError>,
-        tag_back: impl FnOnce() -> T,
-    ) -> Option<u64> {
+    fn ring_result(&mut self, r: Result<u64, PushError>, tag_back: impl FnOnce() -> T) -> Option<u64> {
         match r {
             Ok(ud) => Some(ud),
             Err((e, held)) => {
-                self.ready
-                    .push_back(from_held(tag_back(), neg(&e), held, Duration::ZERO));
+                self.ready.push_back(from_held(tag_back(), neg(&e), held, Duration::ZERO));
                 None
             }
         }
     }
 
     /// Reads up to `len` bytes at `off` into `buf`.
-    pub fn read(
-        &mut self,
-        ex: Exec,
-        tag: T,
-        fd: &Arc<OwnedFd>,
-        mut buf: BufLease,
-        len: usize,
-        off: u64,
-    ) -> Option<u64>
+    pub fn read(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize, off: u64) -> Option<u64>
     where
         T: Clone,
     {
@@ -256,14 +214,7 @@ impl<T> Io<T> {
     }
 
     /// Receives up to `len` bytes from a stream socket into `buf`.
-    pub fn recv(
-        &mut self,
-        ex: Exec,
-        tag: T,
-        fd: &Arc<OwnedFd>,
-        mut buf: BufLease,
-        len: usize,
-    ) -> Option<u64>
+    pub fn recv(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize) -> Option<u64>
     where
         T: Clone,
     {
@@ -314,14 +265,7 @@ impl<T> Io<T> {
     }
 
     /// sendfile from `src` at `off` to the socket `dst`; always synchronous.
-    pub fn sendfile(
-        &mut self,
-        tag: T,
-        src: &Arc<OwnedFd>,
-        off: u64,
-        dst: &Arc<OwnedFd>,
-        len: usize,
-    ) {
+    pub fn sendfile(&mut self, tag: T, src: &Arc<OwnedFd>, off: u64, dst: &Arc<OwnedFd>, len: usize) {
         let t0 = Instant::now();
         let res = sys::sendfile(dst.as_fd(), src.as_fd(), off, len);
         self.sync_done(tag, res, None, None, t0);
@@ -437,15 +381,7 @@ impl<T> Io<T> {
                     Ok(f) => (0, Some(OwnedFd::from(f))),
                     Err(e) => (neg(&e), None),
                 };
-                self.ready.push_back(Done {
-                    tag,
-                    res,
-                    buf: None,
-                    pipe: None,
-                    opened,
-                    ud: 0,
-                    latency: t0.elapsed(),
-                });
+                self.ready.push_back(Done { tag, res, buf: None, pipe: None, opened, ud: 0, latency: t0.elapsed() });
                 None
             }
         }
@@ -478,10 +414,9 @@ impl<T> Io<T> {
     {
         match (ex, self.ring.as_mut()) {
             (Exec::Ring, Some(r)) => {
-                let (Ok(a), Ok(b)) = (
-                    CString::new(from.as_os_str().as_bytes()),
-                    CString::new(to.as_os_str().as_bytes()),
-                ) else {
+                let (Ok(a), Ok(b)) =
+                    (CString::new(from.as_os_str().as_bytes()), CString::new(to.as_os_str().as_bytes()))
+                else {
                     self.ready.push_back(Done {
                         tag,
                         res: -libc::EINVAL,
@@ -525,14 +460,7 @@ impl<T> Io<T> {
         }
     }
 
-    pub fn fallocate(
-        &mut self,
-        ex: Exec,
-        tag: T,
-        fd: &Arc<OwnedFd>,
-        off: u64,
-        len: u64,
-    ) -> Option<u64>
+    pub fn fallocate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Option<u64>
     where
         T: Clone,
     {

@@ -70,14 +70,8 @@ impl BufPool {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base =
-            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(BufPool {
-            base,
-            size,
-            count,
-            free: (0..count as u16).rev().collect(),
-        })
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(BufPool { base, size, count, free: (0..count as u16).rev().collect() })
     }
 
     pub fn buf_size(&self) -> usize {
@@ -92,11 +86,7 @@ impl BufPool {
         let index = self.free.pop()?;
         // SAFETY: index < count, so the offset stays inside the mapping.
         let ptr = unsafe { self.base.add(index as usize * self.size) };
-        Some(BufLease {
-            index,
-            ptr,
-            len: self.size,
-        })
+        Some(BufLease { index, ptr, len: self.size })
     }
 
     /// Returns a buffer. The caller got it back from its completion (or never submitted it).

@@ -118,12 +118,7 @@ pub const REQUIRED: &[u8] = &[
 fn build(entries: u32, single_issuer: bool) -> io::Result<(IoUring, SetupReport)> {
     // (single_issuer, defer_taskrun, coop_taskrun)
     let attempts: &[(bool, bool, bool)] = if single_issuer {
-        &[
-            (true, true, true),
-            (true, false, true),
-            (false, false, true),
-            (false, false, false),
-        ]
+        &[(true, true, true), (true, false, true), (false, false, true), (false, false, false)]
     } else {
         &[(false, false, true), (false, false, false)]
     };
@@ -178,20 +173,10 @@ pub fn probe() -> io::Result<ProbeReport> {
     let (ring, setup) = build(8, false)?;
     let mut p = Probe::new();
     ring.submitter().register_probe(&mut p)?;
-    let ops: Vec<_> = OPCODES
-        .iter()
-        .map(|&(n, c)| (n, p.is_supported(c)))
-        .collect();
-    let missing_required = OPCODES
-        .iter()
-        .filter(|(_, c)| REQUIRED.contains(c) && !p.is_supported(*c))
-        .map(|(n, _)| *n)
-        .collect();
-    Ok(ProbeReport {
-        setup,
-        ops,
-        missing_required,
-    })
+    let ops: Vec<_> = OPCODES.iter().map(|&(n, c)| (n, p.is_supported(c))).collect();
+    let missing_required =
+        OPCODES.iter().filter(|(_, c)| REQUIRED.contains(c) && !p.is_supported(*c)).map(|(n, _)| *n).collect();
+    Ok(ProbeReport { setup, ops, missing_required })
 }
 
 /// A worker's ring: the io_uring, its slot table and its buffer slab.
@@ -218,8 +203,7 @@ impl<T> Ring<T> {
     pub fn new(entries: u32, pool: BufPool) -> io::Result<Ring<T>> {
         let (uring, setup) = build(entries, true)?;
         let mut p = Probe::new();
-        let has_ftruncate = uring.submitter().register_probe(&mut p).is_ok()
-            && p.is_supported(opcode::Ftruncate::CODE);
+        let has_ftruncate = uring.submitter().register_probe(&mut p).is_ok() && p.is_supported(opcode::Ftruncate::CODE);
         let iovecs = pool.iovecs();
         // SAFETY: the iovecs describe the pool's live mapping, which this Ring owns and drops
         // only after `uring` (field order), i.e. after the registration is gone.
@@ -281,13 +265,7 @@ impl<T> Ring<T> {
         self.push_op(sqe, tag, held, false)
     }
 
-    fn push_op(
-        &mut self,
-        sqe: squeue::Entry,
-        tag: T,
-        held: Held,
-        opens: bool,
-    ) -> Result<u64, PushError> {
+    fn push_op(&mut self, sqe: squeue::Entry, tag: T, held: Held, opens: bool) -> Result<u64, PushError> {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -298,13 +276,7 @@ impl<T> Ring<T> {
         };
         self.gens[idx as usize] = self.gens[idx as usize].wrapping_add(1);
         let ud = (u64::from(self.gens[idx as usize]) << 32) | u64::from(idx);
-        self.slots[idx as usize] = Some(Slot {
-            tag,
-            held,
-            opens,
-            submitted: Instant::now(),
-            first: None,
-        });
+        self.slots[idx as usize] = Some(Slot { tag, held, opens, submitted: Instant::now(), first: None });
         let sqe = sqe.user_data(ud);
         loop {
             // SAFETY: every pointer in `sqe` points into the `held` resources now parked in the
@@ -346,21 +318,11 @@ impl<T> Ring<T> {
         let ptr = buf.as_mut_ptr();
         let raw = types::Fd(fd.as_raw_fd());
         let sqe = if self.registered.is_ok() {
-            opcode::ReadFixed::new(raw, ptr, len, buf.index())
-                .offset(off)
-                .build()
+            opcode::ReadFixed::new(raw, ptr, len, buf.index()).offset(off).build()
         } else {
             opcode::Read::new(raw, ptr, len).offset(off).build()
         };
-        self.push(
-            sqe,
-            tag,
-            Held {
-                buf: Some(buf),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// Writes `buf[start..start+len]` at `off` (WRITE_FIXED when the slab is registered).
@@ -378,42 +340,18 @@ impl<T> Ring<T> {
         let ptr = unsafe { buf.as_mut_ptr().add(start) };
         let raw = types::Fd(fd.as_raw_fd());
         let sqe = if self.registered.is_ok() {
-            opcode::WriteFixed::new(raw, ptr, len as u32, buf.index())
-                .offset(off)
-                .build()
+            opcode::WriteFixed::new(raw, ptr, len as u32, buf.index()).offset(off).build()
         } else {
             opcode::Write::new(raw, ptr, len as u32).offset(off).build()
         };
-        self.push(
-            sqe,
-            tag,
-            Held {
-                buf: Some(buf),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// recv(2) into `buf` on a stream socket.
-    pub fn recv(
-        &mut self,
-        tag: T,
-        fd: &Arc<OwnedFd>,
-        mut buf: BufLease,
-        len: usize,
-    ) -> Result<u64, PushError> {
+    pub fn recv(&mut self, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize) -> Result<u64, PushError> {
         let len = len.min(buf.capacity()) as u32;
         let sqe = opcode::Recv::new(types::Fd(fd.as_raw_fd()), buf.as_mut_ptr(), len).build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                buf: Some(buf),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// send(2) of `buf[start..start+len]` with MSG_NOSIGNAL (a gone peer is EPIPE, not SIGPIPE).
@@ -434,24 +372,11 @@ impl<T> Ring<T> {
         let raw = types::Fd(fd.as_raw_fd());
         let sqe = if zero_copy {
             let index = self.registered.is_ok().then(|| buf.index());
-            opcode::SendZc::new(raw, ptr, len as u32)
-                .buf_index(index)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            opcode::SendZc::new(raw, ptr, len as u32).buf_index(index).flags(libc::MSG_NOSIGNAL).build()
         } else {
-            opcode::Send::new(raw, ptr, len as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            opcode::Send::new(raw, ptr, len as u32).flags(libc::MSG_NOSIGNAL).build()
         };
-        self.push(
-            sqe,
-            tag,
-            Held {
-                buf: Some(buf),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// Splices up to `len` bytes from `fd` (at `off`, or its own position when `off` is None)
@@ -473,15 +398,7 @@ impl<T> Ring<T> {
             len.min(u32::MAX as usize) as u32,
         )
         .build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                pipe: Some(pipe),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { pipe: Some(pipe), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// Splices up to `len` bytes out of `pipe` into `fd` (at `off`, or its own position).
@@ -502,38 +419,16 @@ impl<T> Ring<T> {
             len.min(u32::MAX as usize) as u32,
         )
         .build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                pipe: Some(pipe),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { pipe: Some(pipe), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// openat(AT_FDCWD, path, flags, mode); the result is the new descriptor.
-    pub fn openat(
-        &mut self,
-        tag: T,
-        path: CString,
-        flags: i32,
-        mode: u32,
-    ) -> Result<u64, PushError> {
+    pub fn openat(&mut self, tag: T, path: CString, flags: i32, mode: u32) -> Result<u64, PushError> {
         let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
             .flags(flags | libc::O_CLOEXEC)
             .mode(mode)
             .build();
-        self.push_op(
-            sqe,
-            tag,
-            Held {
-                path: Some(path),
-                ..Held::default()
-            },
-            true,
-        )
+        self.push_op(sqe, tag, Held { path: Some(path), ..Held::default() }, true)
     }
 
     /// Closes `fd` in the ring. The descriptor is consumed: nobody else can use it any more.
@@ -546,78 +441,31 @@ impl<T> Ring<T> {
     pub fn rename(&mut self, tag: T, from: CString, to: CString) -> Result<u64, PushError> {
         let cwd = types::Fd(libc::AT_FDCWD);
         let sqe = opcode::RenameAt::new(cwd, from.as_ptr(), cwd, to.as_ptr()).build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                path: Some(from),
-                path2: Some(to),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { path: Some(from), path2: Some(to), ..Held::default() })
     }
 
     pub fn fsync(&mut self, tag: T, fd: &Arc<OwnedFd>) -> Result<u64, PushError> {
         let sqe = opcode::Fsync::new(types::Fd(fd.as_raw_fd())).build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
     }
 
-    pub fn fallocate(
-        &mut self,
-        tag: T,
-        fd: &Arc<OwnedFd>,
-        off: u64,
-        len: u64,
-    ) -> Result<u64, PushError> {
-        let sqe = opcode::Fallocate::new(types::Fd(fd.as_raw_fd()), len)
-            .offset(off)
-            .build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+    pub fn fallocate(&mut self, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Result<u64, PushError> {
+        let sqe = opcode::Fallocate::new(types::Fd(fd.as_raw_fd()), len).offset(off).build();
+        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// ftruncate in the ring (kernel 6.9+); check `has_ftruncate` first.
     pub fn ftruncate(&mut self, tag: T, fd: &Arc<OwnedFd>, len: u64) -> Result<u64, PushError> {
         let sqe = opcode::Ftruncate::new(types::Fd(fd.as_raw_fd()), len).build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        self.push(sqe, tag, Held { fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// Reads one 8-byte word (an eventfd counter) from `fd`.
     pub fn read_word(&mut self, tag: T, fd: &Arc<OwnedFd>) -> Result<u64, PushError> {
         let mut word = Box::new(0u64);
         let ptr: *mut u64 = &mut *word;
-        let sqe = opcode::Read::new(types::Fd(fd.as_raw_fd()), ptr.cast(), 8)
-            .offset(u64::MAX)
-            .build();
-        self.push(
-            sqe,
-            tag,
-            Held {
-                word: Some(word),
-                fd: Some(fd.clone()),
-                ..Held::default()
-            },
-        )
+        let sqe = opcode::Read::new(types::Fd(fd.as_raw_fd()), ptr.cast(), 8).offset(u64::MAX).build();
+        self.push(sqe, tag, Held { word: Some(word), fd: Some(fd.clone()), ..Held::default() })
     }
 
     /// IORING_OP_ASYNC_CANCEL for the op with `target` user_data. The target still completes
@@ -633,23 +481,11 @@ impl<T> Ring<T> {
         // SAFETY: plain io_uring_enter on our own ring with no argument pointer; GETEVENTS with
         // min_complete 0 only flushes deferred task work and never blocks.
         let r = unsafe {
-            self.uring.submitter().enter::<libc::sigset_t>(
-                n,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
+            self.uring.submitter().enter::<libc::sigset_t>(n, 0, io_uring::EnterFlags::GETEVENTS.bits(), None)
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -658,9 +494,7 @@ impl<T> Ring<T> {
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
             Some(t) => {
-                let ts = types::Timespec::new()
-                    .sec(t.as_secs())
-                    .nsec(t.subsec_nanos());
+                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.uring.submitter().submit_with_args(1, &args)
             }
@@ -668,12 +502,7 @@ impl<T> Ring<T> {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)) => {
                 Ok(())
             }
             Err(e) => Err(e),
@@ -705,11 +534,7 @@ impl<T> Ring<T> {
             if let Some(slot) = self.slots[idx].take() {
                 self.free.push(idx as u32);
                 self.in_flight -= 1;
-                let result = if io_uring::cqueue::notif(flags) {
-                    slot.first.unwrap_or(0)
-                } else {
-                    cqe.result()
-                };
+                let result = if io_uring::cqueue::notif(flags) { slot.first.unwrap_or(0) } else { cqe.result() };
                 let opened = (slot.opens && result >= 0).then(|| {
                     // SAFETY: a successful OPENAT returns a brand-new descriptor that nothing
                     // else owns; wrapping it here is its only owner.

@@ -8,7 +8,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -18,9 +18,7 @@ use crate::backend::{self, Backend, BackendChoice};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{WorkerMetrics, WorkerSnapshot};
 use crate::sys;
-use crate::transfer::{
-    self, Endpoint, Mode, Notify, Options, Request, Shared, Sink, Source, Transfer,
-};
+use crate::transfer::{self, Endpoint, Mode, Notify, Options, Request, Shared, Sink, Source, Transfer};
 
 mod worker;
 
@@ -35,13 +33,20 @@ pub(crate) struct Mailbox {
     tx: Sender<Msg>,
     efd: Option<Arc<OwnedFd>>,
     active: Arc<AtomicUsize>,
+    asleep: Arc<AtomicBool>,
 }
 
 impl Mailbox {
+    /// Queues a message and wakes the worker only if it is (about to be) asleep in the ring:
+    /// a busy worker drains its mailbox every loop, so most sends cost no syscall at all.
     fn send(&self, m: Msg) -> bool {
         let ok = self.tx.send(m).is_ok();
         if let Some(efd) = &self.efd {
-            let _ = sys::eventfd_signal(std::os::fd::AsFd::as_fd(&**efd));
+            // Pairs with the worker's `asleep.store(true)` then `rx.is_empty()` check (both
+            // SeqCst): either the worker sees this message, or this sees the flag and signals.
+            if self.asleep.swap(false, Ordering::SeqCst) {
+                let _ = sys::eventfd_signal(std::os::fd::AsFd::as_fd(&**efd));
+            }
         }
         ok
     }
@@ -132,13 +137,12 @@ impl EngineBuilder {
         for i in 0..n {
             let (tx, rx): (Sender<Msg>, Receiver<Msg>) = crossbeam_channel::unbounded();
             let efd = match backend {
-                Backend::Uring => Some(Arc::new(
-                    sys::eventfd().map_err(|e| Error::io("eventfd", None, e))?,
-                )),
+                Backend::Uring => Some(Arc::new(sys::eventfd().map_err(|e| Error::io("eventfd", None, e))?)),
                 Backend::Syscall => None,
             };
             let m = Arc::new(WorkerMetrics::default());
             let active = Arc::new(AtomicUsize::new(0));
+            let asleep = Arc::new(AtomicBool::new(false));
             let cfg = worker::Config {
                 id: i,
                 cpu: self.pin.then(|| cpus[i % cpus.len()]),
@@ -150,6 +154,7 @@ impl EngineBuilder {
                 efd: efd.clone(),
                 metrics: m.clone(),
                 active: active.clone(),
+                asleep: asleep.clone(),
                 ready: ready_tx.clone(),
             };
             let t = std::thread::Builder::new()
@@ -157,7 +162,7 @@ impl EngineBuilder {
                 .spawn(move || worker::run(cfg))
                 .map_err(|e| Error::io("spawn worker", None, e))?;
             threads.push(t);
-            mailboxes.push(Arc::new(Mailbox { tx, efd, active }));
+            mailboxes.push(Arc::new(Mailbox { tx, efd, active, asleep }));
             metrics.push(m);
         }
         drop(ready_tx);
@@ -171,12 +176,7 @@ impl EngineBuilder {
                     setup = info.setup;
                 }
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(_) => {
-                    first_err = first_err.or(Some(Error::new(
-                        ErrorKind::BackendUnavailable,
-                        "start worker",
-                    )))
-                }
+                Err(_) => first_err = first_err.or(Some(Error::new(ErrorKind::BackendUnavailable, "start worker"))),
             }
         }
         let engine = Engine {
@@ -257,12 +257,7 @@ impl Engine {
             chunk: self.chunk,
             depth: self.depth,
             buffers_per_worker: self.buffers_per_worker,
-            buffers_registered: self
-                .registration
-                .iter()
-                .find(|r| r.is_err())
-                .cloned()
-                .unwrap_or(Ok(())),
+            buffers_registered: self.registration.iter().find(|r| r.is_err()).cloned().unwrap_or(Ok(())),
             setup_flags: self.setup.clone(),
         }
     }
@@ -276,22 +271,16 @@ impl Engine {
     /// `reflink`: the destination's filesystem can clone or copy server-side.
     pub fn auto_mode(&self, len: u64, direct: bool, reflink: bool) -> (Mode, &'static str) {
         match (self.backend, direct) {
-            (Backend::Uring, true) => (
-                Mode::UringFixed,
-                "O_DIRECT: registered, aligned buffers with depth ops in flight",
-            ),
-            (Backend::Syscall, true) => (
-                Mode::Buffered,
-                "O_DIRECT without io_uring: aligned read/write loop",
-            ),
-            (Backend::Uring, false) if len <= self.chunk as u64 => (
-                Mode::UringFixed,
-                "small file: open, read, write, close and rename all in flight on the ring",
-            ),
-            (_, false) if reflink => (
-                Mode::CopyFileRange,
-                "the destination filesystem clones or copies server-side through copy_file_range",
-            ),
+            (Backend::Uring, true) => {
+                (Mode::UringFixed, "O_DIRECT: registered, aligned buffers with depth ops in flight")
+            }
+            (Backend::Syscall, true) => (Mode::Buffered, "O_DIRECT without io_uring: aligned read/write loop"),
+            (Backend::Uring, false) if len <= self.chunk as u64 => {
+                (Mode::UringFixed, "small file: open, read, write, close and rename all in flight on the ring")
+            }
+            (_, false) if reflink => {
+                (Mode::CopyFileRange, "the destination filesystem clones or copies server-side through copy_file_range")
+            }
             (_, false) => (
                 Mode::Splice,
                 "splice through a 256 KiB pooled pipe: one in-kernel copy, fewer round trips than \
@@ -317,13 +306,7 @@ impl Engine {
         self.start(Source::file(src), Sink::file(dst), opts, on_finish)
     }
 
-    fn start(
-        &self,
-        src: Source,
-        dst: Sink,
-        mut opts: Options,
-        on_finish: Option<Sender<u64>>,
-    ) -> Result<Transfer> {
+    fn start(&self, src: Source, dst: Sink, mut opts: Options, on_finish: Option<Sender<u64>>) -> Result<Transfer> {
         use std::os::unix::fs::MetadataExt;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // The source: its endpoint, name, slice and (for files) metadata.
@@ -337,9 +320,7 @@ impl Engine {
                 let name = PathBuf::from(socket_name(&fd));
                 prepare_socket(&fd).map_err(|e| Error::io("configure socket", Some(&name), e))?;
                 if opts.range.is_some() {
-                    return Err(Error::invalid(
-                        "a range applies to a file source, not a socket",
-                    ));
+                    return Err(Error::invalid("a range applies to a file source, not a socket"));
                 }
                 (Endpoint::Socket(Arc::new(fd)), name, 0, len, None)
             }
@@ -351,7 +332,9 @@ impl Engine {
         // The destination.
         let (dst_ep, dst_name, write_path) = match dst {
             Sink::File(p) => {
-                if let Ok(dm) = std::fs::metadata(&p) {
+                // A tree copy (on_finish set) checked its roots once; skip the per-file stat.
+                let existing = if on_finish.is_some() { None } else { std::fs::metadata(&p).ok() };
+                if let Some(dm) = existing {
                     if dm.is_dir() {
                         return Err(Error::invalid(
                             "is a directory; name the destination file or copy into the directory",
@@ -368,11 +351,7 @@ impl Engine {
                         }
                     }
                 }
-                let wp = if opts.in_place {
-                    p.clone()
-                } else {
-                    transfer::temp_path(&p, id)
-                };
+                let wp = if opts.in_place { p.clone() } else { transfer::temp_path(&p, id) };
                 (Endpoint::Path(p.clone()), p, wp)
             }
             Sink::Socket(fd) => {
@@ -385,28 +364,14 @@ impl Engine {
             }
         };
         let dst_socket = matches!(dst_ep, Endpoint::Socket(_));
-        let (mode, reason) = self.resolve_mode(
-            &opts,
-            src_socket,
-            dst_socket,
-            len.unwrap_or(u64::MAX),
-            &dst_name,
-        )?;
+        let (mode, reason) = self.resolve_mode(&opts, src_socket, dst_socket, len.unwrap_or(u64::MAX), &dst_name)?;
         let mut chunk = opts.chunk.unwrap_or(self.chunk).clamp(1, self.chunk);
         if opts.direct {
-            chunk = chunk
-                .next_multiple_of(transfer::job::DIRECT_ALIGN)
-                .min(self.chunk);
+            chunk = chunk.next_multiple_of(transfer::job::DIRECT_ALIGN).min(self.chunk);
         }
-        let depth = opts
-            .depth
-            .unwrap_or(self.depth)
-            .clamp(1, self.buffers_per_worker);
+        let depth = opts.depth.unwrap_or(self.depth).clamp(1, self.buffers_per_worker);
         let shared = Shared::new(id, len.unwrap_or(0));
-        let perm = opts
-            .create_mode
-            .or(src_meta.as_ref().map(|m| m.mode() & 0o7777))
-            .unwrap_or(0o644);
+        let perm = opts.create_mode.or(src_meta.as_ref().map(|m| m.mode() & 0o7777)).unwrap_or(0o644);
         let req = Request {
             shared: shared.clone(),
             src: src_ep,
@@ -416,9 +381,7 @@ impl Engine {
             write_path,
             start,
             len,
-            src_sparse: src_meta
-                .as_ref()
-                .is_some_and(|m| m.blocks() * 512 < m.len()),
+            src_sparse: src_meta.as_ref().is_some_and(|m| m.blocks() * 512 < m.len()),
             perm,
             mode,
             mode_reason: reason,
@@ -429,8 +392,7 @@ impl Engine {
         };
         *shared.on_finish.lock().unwrap_or_else(|p| p.into_inner()) = on_finish;
         let mb = self.pick();
-        *shared.notify.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(mb.clone() as Arc<dyn Notify>);
+        *shared.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(mb.clone() as Arc<dyn Notify>);
         mb.active.fetch_add(1, Ordering::Relaxed);
         if !mb.send(Msg::Copy(Box::new(req))) {
             return Err(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine is shut down"));
@@ -444,19 +406,10 @@ impl Engine {
         &self,
         src: PathBuf,
         opts: &Options,
-    ) -> Result<(
-        Endpoint,
-        PathBuf,
-        u64,
-        Option<u64>,
-        Option<std::fs::Metadata>,
-    )> {
+    ) -> Result<(Endpoint, PathBuf, u64, Option<u64>, Option<std::fs::Metadata>)> {
         let meta = std::fs::metadata(&src).map_err(|e| Error::io("open", Some(&src), e))?;
         if meta.is_dir() {
-            return Err(Error::invalid(
-                "is a directory; copy directories with -r (Engine::copy_tree)",
-            )
-            .with_path(&src));
+            return Err(Error::invalid("is a directory; copy directories with -r (Engine::copy_tree)").with_path(&src));
         }
         if !meta.is_file() {
             return Err(Error::invalid("not a regular file").with_path(&src));
@@ -465,7 +418,8 @@ impl Engine {
         let (start, len) = match opts.range {
             None => (0, size),
             Some((off, _)) if off > size => {
-                return Err(Error::invalid(format!("range offset {off} is past the end of the source ({size} bytes)")).with_path(&src))
+                return Err(Error::invalid(format!("range offset {off} is past the end of the source ({size} bytes)"))
+                    .with_path(&src))
             }
             Some((off, Some(l))) if off + l > size => {
                 return Err(Error::invalid(format!(
@@ -481,13 +435,7 @@ impl Engine {
                 transfer::job::DIRECT_ALIGN
             )));
         }
-        Ok((
-            Endpoint::Path(src.clone()),
-            src,
-            start,
-            Some(len),
-            Some(meta),
-        ))
+        Ok((Endpoint::Path(src.clone()), src, start, Some(len), Some(meta)))
     }
 
     fn resolve_mode(
@@ -507,8 +455,12 @@ impl Engine {
         match opts.mode {
             Mode::Auto => {
                 let (m, r) = if !src_socket && !dst_socket {
-                    let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                    self.auto_mode(len, opts.direct, sys::reflink_capable(parent))
+                    // statfs only where the answer can change the choice (big, buffered copies).
+                    let reflink = len > self.chunk as u64 && !opts.direct && {
+                        let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                        sys::reflink_capable(parent)
+                    };
+                    self.auto_mode(len, opts.direct, reflink)
                 } else {
                     self.auto_net_mode(src_socket, dst_socket)
                 };
@@ -517,17 +469,20 @@ impl Engine {
             m if !m.supports(src_socket, dst_socket) => {
                 let ok: Vec<_> = Mode::ALL
                     .iter()
-                    .filter(|x| x.supports(src_socket, dst_socket) && (self.backend == Backend::Uring || !x.needs_uring()))
+                    .filter(|x| {
+                        x.supports(src_socket, dst_socket) && (self.backend == Backend::Uring || !x.needs_uring())
+                    })
                     .map(|x| x.as_str())
                     .collect();
                 Err(Error::invalid(format!("mode {m} cannot move {pair}; use one of {}", ok.join(", "))))
             }
-            m if m.needs_uring() && self.backend != Backend::Uring => Err(Error::new(ErrorKind::BackendUnavailable, "copy")
-                .with_detail(format!(
+            m if m.needs_uring() && self.backend != Backend::Uring => {
+                Err(Error::new(ErrorKind::BackendUnavailable, "copy").with_detail(format!(
                     "mode {m} needs io_uring but the engine runs the {} backend ({}); choose a syscall mode \
                      (copy-file-range, sendfile, splice, buffered)",
                     self.backend, self.reason
-                ))),
+                )))
+            }
             m if opts.direct && !matches!(m, Mode::UringFixed | Mode::Buffered) => {
                 Err(Error::invalid(format!("--direct works with modes uring-fixed and buffered, not {m}")))
             }
@@ -538,21 +493,14 @@ impl Engine {
     /// Which mode `Mode::Auto` picks when a socket is involved, and why.
     pub fn auto_net_mode(&self, src_socket: bool, dst_socket: bool) -> (Mode, &'static str) {
         match (self.backend, src_socket, dst_socket) {
-            (Backend::Uring, false, true) => (
-                Mode::UringSplice,
-                "file -> pipe -> socket in the ring: no user copy, cancellable",
-            ),
-            (Backend::Syscall, false, true) => (
-                Mode::Sendfile,
-                "sendfile: the kernel's own file -> socket path",
-            ),
-            (Backend::Uring, _, _) => (
-                Mode::UringSplice,
-                "socket -> pipe -> sink in the ring: no user copy, cancellable",
-            ),
-            (Backend::Syscall, _, _) => {
-                (Mode::Splice, "splice through a pooled pipe: no user copy")
+            (Backend::Uring, false, true) => {
+                (Mode::UringSplice, "file -> pipe -> socket in the ring: no user copy, cancellable")
             }
+            (Backend::Syscall, false, true) => (Mode::Sendfile, "sendfile: the kernel's own file -> socket path"),
+            (Backend::Uring, _, _) => {
+                (Mode::UringSplice, "socket -> pipe -> sink in the ring: no user copy, cancellable")
+            }
+            (Backend::Syscall, _, _) => (Mode::Splice, "splice through a pooled pipe: no user copy"),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub efd: Option<Arc<OwnedFd>>,
     pub metrics: Arc<WorkerMetrics>,
     pub active: Arc<AtomicUsize>,
+    pub asleep: Arc<AtomicBool>,
     pub ready: Sender<Result<Ready, Error>>,
 }
 
@@ -72,25 +73,18 @@ pub(crate) fn run(cfg: Config) {
 }
 
 fn setup(cfg: &Config) -> Result<Io<Tag>, Error> {
-    let pool = BufPool::new(cfg.buffers, cfg.chunk)
-        .map_err(|e| Error::io("allocate buffer slab", None, e))?;
+    let pool = BufPool::new(cfg.buffers, cfg.chunk).map_err(|e| Error::io("allocate buffer slab", None, e))?;
     let pipes = PipePool::new(cfg.chunk.min(sys::pipe_max_size().unwrap_or(1 << 20)), 64);
     let io = match cfg.backend {
         Backend::Uring => {
             let ring = Ring::new(cfg.ring_entries, pool)
                 .map_err(|e| Error::io("io_uring_setup", None, e).with_context("io_uring"))?;
-            let ready = Ready {
-                registered: ring.registered().clone(),
-                setup: ring.setup.accepted.clone(),
-            };
+            let ready = Ready { registered: ring.registered().clone(), setup: ring.setup.accepted.clone() };
             let _ = cfg.ready.send(Ok(ready));
             Io::new(Some(ring), None, pipes)
         }
         Backend::Syscall => {
-            let _ = cfg.ready.send(Ok(Ready {
-                registered: Err("syscall backend".into()),
-                setup: Vec::new(),
-            }));
+            let _ = cfg.ready.send(Ok(Ready { registered: Err("syscall backend".into()), setup: Vec::new() }));
             Io::new(None, Some(pool), pipes)
         }
     };
@@ -111,7 +105,14 @@ impl Worker {
             let block = !got_message && !self.io.has_ready();
             let timeout = self.next_timer().map(|t| t.saturating_duration_since(now));
             if self.io.has_ring() {
-                if let Err(e) = self.io.submit(block, timeout) {
+                // Announce the sleep, then look at the mailbox once more (see Mailbox::send).
+                let block = block && {
+                    self.cfg.asleep.store(true, Ordering::SeqCst);
+                    self.cfg.rx.is_empty()
+                };
+                let r = self.io.submit(block, timeout);
+                self.cfg.asleep.store(false, Ordering::SeqCst);
+                if let Err(e) = r {
                     self.fail_all(Error::io("io_uring_enter", None, e));
                 }
             } else if block {
@@ -133,10 +134,7 @@ impl Worker {
             if let Some(r) = self.io.ring() {
                 let ov = u64::from(r.overflow());
                 self.cfg.metrics.cq_overflow.store(ov, Ordering::Relaxed);
-                self.cfg
-                    .metrics
-                    .ring_submitted
-                    .store(r.submitted, Ordering::Relaxed);
+                self.cfg.metrics.ring_submitted.store(r.submitted, Ordering::Relaxed);
             }
         }
     }
@@ -152,16 +150,7 @@ impl Worker {
         let (Some(efd), Some(ring)) = (self.cfg.efd.clone(), self.io.ring()) else {
             return;
         };
-        if ring
-            .read_word(
-                Tag {
-                    job: WAKE,
-                    op: Op::Wake,
-                },
-                &efd,
-            )
-            .is_ok()
-        {
+        if ring.read_word(Tag { job: WAKE, op: Op::Wake }, &efd).is_ok() {
             self.wake_armed = true;
         }
     }
@@ -186,10 +175,7 @@ impl Worker {
     fn handle(&mut self, m: Msg) {
         match m {
             Msg::Copy(req) => {
-                self.cfg
-                    .metrics
-                    .transfers_started
-                    .fetch_add(1, Ordering::Relaxed);
+                self.cfg.metrics.transfers_started.fetch_add(1, Ordering::Relaxed);
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.jobs.push(None);
                     (self.jobs.len() - 1) as u32
@@ -201,10 +187,7 @@ impl Worker {
                 }
                 self.by_id.insert(id, slot);
                 self.jobs[slot as usize] = Some(job);
-                self.cfg
-                    .metrics
-                    .active
-                    .store(self.by_id.len() as u64, Ordering::Relaxed);
+                self.cfg.metrics.active.store(self.by_id.len() as u64, Ordering::Relaxed);
             }
             Msg::Cancel(id) => {
                 if let Some(&slot) = self.by_id.get(&id) {
@@ -216,9 +199,7 @@ impl Worker {
             Msg::Shutdown => {
                 self.shutting_down = true;
                 for j in self.jobs.iter_mut().flatten() {
-                    j.abort(
-                        Error::new(ErrorKind::Cancelled, "copy").with_detail("engine shut down"),
-                    );
+                    j.abort(Error::new(ErrorKind::Cancelled, "copy").with_detail("engine shut down"));
                 }
             }
         }
@@ -238,11 +219,7 @@ impl Worker {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.jobs
-            .iter()
-            .flatten()
-            .filter_map(CopyJob::wake_at)
-            .min()
+        self.jobs.iter().flatten().filter_map(CopyJob::wake_at).min()
     }
 
     fn dispatch(&mut self) {
@@ -263,10 +240,7 @@ impl Worker {
             }
         }
         self.done = done;
-        self.cfg
-            .metrics
-            .ops_completed
-            .fetch_add(n, Ordering::Relaxed);
+        self.cfg.metrics.ops_completed.fetch_add(n, Ordering::Relaxed);
         touched.sort_unstable();
         touched.dedup();
         for i in touched {
@@ -286,23 +260,14 @@ impl Worker {
         self.free.push(i as u32);
         self.by_id.remove(&job.req.shared.id);
         self.cfg.active.fetch_sub(1, Ordering::Relaxed);
-        self.cfg
-            .metrics
-            .active
-            .store(self.by_id.len() as u64, Ordering::Relaxed);
+        self.cfg.metrics.active.store(self.by_id.len() as u64, Ordering::Relaxed);
         match job.finish(self.cfg.backend, &mut self.io) {
             Some(bytes) => {
-                self.cfg
-                    .metrics
-                    .transfers_ok
-                    .fetch_add(1, Ordering::Relaxed);
+                self.cfg.metrics.transfers_ok.fetch_add(1, Ordering::Relaxed);
                 self.cfg.metrics.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             None => {
-                self.cfg
-                    .metrics
-                    .transfers_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                self.cfg.metrics.transfers_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

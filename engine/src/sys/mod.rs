@@ -39,31 +39,14 @@ pub fn copy_file_range(
 ) -> io::Result<usize> {
     let mut off_in = src_off as libc::loff_t;
     let mut off_out = dst_off as libc::loff_t;
-    let n = syscall!(copy_file_range(
-        src.as_raw_fd(),
-        &mut off_in,
-        dst.as_raw_fd(),
-        &mut off_out,
-        len.min(MAX_RW),
-        0
-    ))?;
+    let n = syscall!(copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len.min(MAX_RW), 0))?;
     Ok(n as usize)
 }
 
 /// `sendfile(2)` from a file offset to any descriptor (a socket here).
-pub fn sendfile(
-    out: BorrowedFd<'_>,
-    src: BorrowedFd<'_>,
-    off: u64,
-    len: usize,
-) -> io::Result<usize> {
+pub fn sendfile(out: BorrowedFd<'_>, src: BorrowedFd<'_>, off: u64, len: usize) -> io::Result<usize> {
     let mut o = off as libc::off_t;
-    let n = syscall!(sendfile(
-        out.as_raw_fd(),
-        src.as_raw_fd(),
-        &mut o,
-        len.min(MAX_RW)
-    ))?;
+    let n = syscall!(sendfile(out.as_raw_fd(), src.as_raw_fd(), &mut o, len.min(MAX_RW)))?;
     Ok(n as usize)
 }
 
@@ -75,12 +58,7 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(2)` with MSG_NOSIGNAL: a peer that went away gives EPIPE instead of killing us.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    let n = syscall!(send(
-        fd.as_raw_fd(),
-        buf.as_ptr().cast(),
-        buf.len(),
-        libc::MSG_NOSIGNAL
-    ))?;
+    let n = syscall!(send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL))?;
     Ok(n as usize)
 }
 
@@ -95,11 +73,7 @@ pub fn reset_connection(fd: BorrowedFd<'_>) {
     // "dissolve the association" argument to connect(2).
     let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
     sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    let _ = syscall!(connect(
-        fd.as_raw_fd(),
-        &sa,
-        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t
-    ));
+    let _ = syscall!(connect(fd.as_raw_fd(), &sa, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t));
 }
 
 /// `splice(2)`; an offset of `None` means "the descriptor's own position" (pipes, sockets).
@@ -112,36 +86,16 @@ pub fn splice(
 ) -> io::Result<usize> {
     let mut oi = off_in.unwrap_or(0) as libc::loff_t;
     let mut oo = off_out.unwrap_or(0) as libc::loff_t;
-    let pi: *mut libc::loff_t = if off_in.is_some() {
-        &mut oi
-    } else {
-        std::ptr::null_mut()
-    };
-    let po: *mut libc::loff_t = if off_out.is_some() {
-        &mut oo
-    } else {
-        std::ptr::null_mut()
-    };
-    let n = syscall!(splice(
-        fd_in.as_raw_fd(),
-        pi,
-        fd_out.as_raw_fd(),
-        po,
-        len,
-        libc::SPLICE_F_MOVE
-    ))?;
+    let pi: *mut libc::loff_t = if off_in.is_some() { &mut oi } else { std::ptr::null_mut() };
+    let po: *mut libc::loff_t = if off_out.is_some() { &mut oo } else { std::ptr::null_mut() };
+    let n = syscall!(splice(fd_in.as_raw_fd(), pi, fd_out.as_raw_fd(), po, len, libc::SPLICE_F_MOVE))?;
     Ok(n as usize)
 }
 
 /// `pread(2)` into `buf`, retried on EINTR.
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
     loop {
-        match syscall!(pread(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            off as libc::off_t
-        )) {
+        match syscall!(pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r.map(|n| n as usize),
         }
@@ -151,12 +105,7 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> 
 /// `pwrite(2)` from `buf`, retried on EINTR.
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
     loop {
-        match syscall!(pwrite(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            off as libc::off_t
-        )) {
+        match syscall!(pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as libc::off_t)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r.map(|n| n as usize),
         }
@@ -165,13 +114,7 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
 
 /// `fallocate(2)` mode 0: reserve blocks so the copy cannot run out of space half way.
 pub fn fallocate(fd: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<()> {
-    syscall!(fallocate(
-        fd.as_raw_fd(),
-        0,
-        off as libc::off_t,
-        len as libc::off_t
-    ))
-    .map(drop)
+    syscall!(fallocate(fd.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t)).map(drop)
 }
 
 /// `ftruncate(2)`.
@@ -187,14 +130,7 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// `posix_fadvise(2)`; returns the error number directly rather than through errno.
 pub fn fadvise(fd: BorrowedFd<'_>, off: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
     // SAFETY: plain integer arguments and a live descriptor; nothing is retained.
-    let rc = unsafe {
-        libc::posix_fadvise(
-            fd.as_raw_fd(),
-            off as libc::off_t,
-            len as libc::off_t,
-            advice,
-        )
-    };
+    let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), off as libc::off_t, len as libc::off_t, advice) };
     if rc == 0 {
         Ok(())
     } else {
@@ -260,17 +196,9 @@ impl Pipe {
         syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let _ = syscall!(fcntl(
-            write.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            want as libc::c_int
-        ));
+        let _ = syscall!(fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, want as libc::c_int));
         let capacity = syscall!(fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ))? as usize;
-        Ok(Pipe {
-            read,
-            write,
-            capacity,
-        })
+        Ok(Pipe { read, write, capacity })
     }
 
     /// Bytes sitting in the pipe (FIONREAD). A pipe goes back to its pool only when this is 0.
@@ -293,12 +221,7 @@ pub struct PipePool {
 
 impl PipePool {
     pub fn new(size: usize, keep: usize) -> Self {
-        PipePool {
-            free: Vec::new(),
-            size,
-            keep,
-            created: 0,
-        }
+        PipePool { free: Vec::new(), size, keep, created: 0 }
     }
 
     pub fn get(&mut self) -> io::Result<Pipe> {
@@ -318,11 +241,7 @@ impl PipePool {
 
 /// Kernel-wide ceiling on pipe size, from /proc/sys/fs/pipe-max-size.
 pub fn pipe_max_size() -> Option<usize> {
-    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size").ok()?.trim().parse().ok()
 }
 
 /// Creates a blocking, non-semaphore eventfd used to wake a worker sleeping in the ring. It is
@@ -349,10 +268,7 @@ pub fn memlock_limit() -> io::Result<(u64, u64)> {
 }
 
 fn rlimit(res: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     syscall!(getrlimit(res, &mut r))?;
     Ok((r.rlim_cur, r.rlim_max))
 }
@@ -363,17 +279,11 @@ fn raise_rlimit(res: libc::__rlimit_resource_t, want: u64) -> io::Result<u64> {
         return Ok(cur);
     }
     // First try to lift the hard limit too (works with CAP_SYS_RESOURCE), then the soft one only.
-    let r = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want.max(max),
-    };
+    let r = libc::rlimit { rlim_cur: want, rlim_max: want.max(max) };
     if syscall!(setrlimit(res, &r)).is_ok() {
         return Ok(want);
     }
-    let r = libc::rlimit {
-        rlim_cur: want.min(max),
-        rlim_max: max,
-    };
+    let r = libc::rlimit { rlim_cur: want.min(max), rlim_max: max };
     syscall!(setrlimit(res, &r))?;
     Ok(want.min(max))
 }
@@ -392,11 +302,7 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    syscall!(sched_getaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        &mut set
-    ))?;
+    syscall!(sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set))?;
     let mut cpus = Vec::new();
     for cpu in 0..libc::CPU_SETSIZE as usize {
         // SAFETY: `cpu` is below CPU_SETSIZE, the bound CPU_ISSET requires.
@@ -413,12 +319,7 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: callers pass a CPU number read from sched_getaffinity, below CPU_SETSIZE.
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    syscall!(sched_setaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        &set
-    ))
-    .map(drop)
+    syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)).map(drop)
 }
 
 /// Kernel release string from uname(2), e.g. "6.18.44".
@@ -434,29 +335,12 @@ pub fn kernel_release() -> String {
 }
 
 /// Sets access and modification times of `path` (not following a final symlink when `nofollow`).
-pub fn set_times(
-    path: &Path,
-    atime: (i64, i64),
-    mtime: (i64, i64),
-    nofollow: bool,
-) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
-    ];
-    let flags = if nofollow {
-        libc::AT_SYMLINK_NOFOLLOW
-    } else {
-        0
-    };
+pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64), nofollow: bool) -> io::Result<()> {
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let ts =
+        [libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 }, libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 }];
+    let flags = if nofollow { libc::AT_SYMLINK_NOFOLLOW } else { 0 };
     syscall!(utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags)).map(drop)
 }
 
@@ -471,24 +355,14 @@ pub fn reflink_capable(path: &Path) -> bool {
     if syscall!(statfs(c.as_ptr(), &mut st)).is_err() {
         return false;
     }
-    const MAGICS: &[i64] = &[
-        0x9123_683e,
-        0x5846_5342,
-        0xca45_1a4e,
-        0x6969,
-        0xff53_4d42,
-        0xfe53_4d42,
-        0x2fc1_2fc1,
-        0x7461_636f,
-    ];
+    const MAGICS: &[i64] =
+        &[0x9123_683e, 0x5846_5342, 0xca45_1a4e, 0x6969, 0xff53_4d42, 0xfe53_4d42, 0x2fc1_2fc1, 0x7461_636f];
     MAGICS.contains(&(st.f_type as i64))
 }
 
 /// The system page size.
 pub fn page_size() -> usize {
-    syscall!(sysconf(libc::_SC_PAGESIZE))
-        .map(|n| n as usize)
-        .unwrap_or(4096)
+    syscall!(sysconf(libc::_SC_PAGESIZE)).map(|n| n as usize).unwrap_or(4096)
 }
 
 /// Closes a descriptor now, reporting the error close(2) gives (EIO on NFS, say), which dropping

@@ -156,16 +156,11 @@ fn retryable(res: i32) -> bool {
 
 impl CopyJob {
     pub fn new(mut req: Request, slot: u32, worker: usize) -> CopyJob {
-        let exec = if req.mode.needs_uring() {
-            Exec::Ring
-        } else {
-            Exec::Sync
-        };
+        let exec = if req.mode.needs_uring() { Exec::Ring } else { Exec::Sync };
         let deadline = req.opts.deadline.map(|d| req.shared.start + d);
         // The job owns the endpoints from here on: a socket is closed when the job closes it,
         // not whenever the request happens to be dropped.
-        let take = |e: &mut Endpoint| match std::mem::replace(e, Endpoint::Path(Default::default()))
-        {
+        let take = |e: &mut Endpoint| match std::mem::replace(e, Endpoint::Path(Default::default())) {
             Endpoint::Socket(fd) => (Some(fd), None, true),
             Endpoint::Path(p) => (None, Some(p), false),
         };
@@ -217,25 +212,11 @@ impl CopyJob {
     }
 
     fn io_err(&self, op: &'static str, on_dst: bool, e: std::io::Error) -> Error {
-        let path = if on_dst {
-            &self.req.dst_name
-        } else {
-            &self.req.src_name
-        };
+        let path = if on_dst { &self.req.dst_name } else { &self.req.src_name };
         let peer = matches!(
             e.raw_os_error(),
-            Some(
-                libc::ECONNRESET
-                    | libc::EPIPE
-                    | libc::ENOTCONN
-                    | libc::ECONNABORTED
-                    | libc::ETIMEDOUT
-            )
-        ) && (if on_dst {
-            self.dst_stream
-        } else {
-            self.src_stream
-        });
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ECONNABORTED | libc::ETIMEDOUT)
+        ) && (if on_dst { self.dst_stream } else { self.src_stream });
         let mut err = Error::io(op, Some(path), e).with_context(self.context());
         if peer {
             err = err.with_kind(ErrorKind::Peer).with_detail(if on_dst {
@@ -245,8 +226,7 @@ impl CopyJob {
             });
         }
         if self.req.opts.direct && err.raw_os_error() == Some(libc::EINVAL) && op == "open" {
-            err = err
-                .with_detail("O_DIRECT is not supported by this filesystem; copy without --direct");
+            err = err.with_detail("O_DIRECT is not supported by this filesystem; copy without --direct");
         }
         err
     }
@@ -282,10 +262,7 @@ impl CopyJob {
 
     /// When the job next wants to run without an event (rate limit, deadline, idle timeout).
     pub fn wake_at(&self) -> Option<Instant> {
-        [self.throttle_until, self.deadline, self.idle_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.throttle_until, self.deadline, self.idle_deadline()].into_iter().flatten().min()
     }
 
     /// Deadline and idle checks.
@@ -323,11 +300,7 @@ impl CopyJob {
     }
 
     fn start_open(&mut self, io: &mut Io<Tag>) {
-        let direct = if self.req.opts.direct {
-            libc::O_DIRECT
-        } else {
-            0
-        };
+        let direct = if self.req.opts.direct { libc::O_DIRECT } else { 0 };
         // File endpoints are opened here (sockets arrive open), both at once.
         if let Some(p) = self.src_path.clone() {
             let t = self.tag(Op::OpenSrc);
@@ -356,23 +329,18 @@ impl CopyJob {
         if !self.src_stream {
             let len = self.req.len.unwrap_or(0);
             let end = self.req.start + len;
-            let extents =
-                if self.req.opts.sparse && self.req.src_sparse && len > 0 && !self.dst_stream {
-                    match sys::data_extents(src.as_fd(), self.req.start, end) {
-                        Ok(e) => e,
-                        Err(e) => return self.fail(self.io_err("seek data", false, e)),
-                    }
-                } else if len > 0 {
-                    vec![(self.req.start, len)]
-                } else {
-                    Vec::new()
-                };
-            let covered: u64 = extents.iter().map(|e| e.1).sum();
-            let align = if self.req.opts.direct {
-                DIRECT_ALIGN
+            let extents = if self.req.opts.sparse && self.req.src_sparse && len > 0 && !self.dst_stream {
+                match sys::data_extents(src.as_fd(), self.req.start, end) {
+                    Ok(e) => e,
+                    Err(e) => return self.fail(self.io_err("seek data", false, e)),
+                }
+            } else if len > 0 {
+                vec![(self.req.start, len)]
             } else {
-                1
+                Vec::new()
             };
+            let covered: u64 = extents.iter().map(|e| e.1).sum();
+            let align = if self.req.opts.direct { DIRECT_ALIGN } else { 1 };
             self.plan = super::plan_chunks(&extents, self.req.chunk, align);
             self.needs_truncate = covered != len || self.req.opts.direct || self.req.opts.in_place;
         } else {
@@ -391,10 +359,7 @@ impl CopyJob {
     /// The next piece of source to read: (offset, length).
     fn next_piece(&mut self) -> Option<(u64, u64)> {
         if self.src_stream {
-            let left = self
-                .req
-                .len
-                .map_or(u64::MAX, |l| l.saturating_sub(self.src_pos));
+            let left = self.req.len.map_or(u64::MAX, |l| l.saturating_sub(self.src_pos));
             if self.reading || self.src_eof || left == 0 {
                 return None;
             }
@@ -414,11 +379,7 @@ impl CopyJob {
         let (Some(src), Some(dst)) = (self.src.clone(), self.dst.clone()) else {
             return;
         };
-        let depth = if self.exec == Exec::Sync {
-            1
-        } else {
-            self.req.depth
-        };
+        let depth = if self.exec == Exec::Sync { 1 } else { self.req.depth };
         while self.chains < depth && io.room(self.exec, 2) {
             if let Some(t) = self.throttle_until {
                 if now < t {
@@ -438,10 +399,7 @@ impl CopyJob {
                         break;
                     };
                     len = len.min(buf.capacity());
-                    let t = self.tag(Op::Read {
-                        off,
-                        want: len as u32,
-                    });
+                    let t = self.tag(Op::Read { off, want: len as u32 });
                     let ud = if self.src_stream {
                         io.recv(self.exec, t, &src, buf, len)
                     } else {
@@ -464,28 +422,19 @@ impl CopyJob {
                         }
                     };
                     len = len.min(pipe.capacity);
-                    let t = self.tag(Op::SpliceIn {
-                        off,
-                        want: len as u32,
-                    });
+                    let t = self.tag(Op::SpliceIn { off, want: len as u32 });
                     let ud = io.splice_in(self.exec, t, &src, src_off, pipe, len);
                     self.started(ud);
                 }
                 Mode::CopyFileRange => {
                     len = len.min(sys::MAX_RW);
-                    let t = self.tag(Op::CopyRange {
-                        off,
-                        want: len as u32,
-                    });
+                    let t = self.tag(Op::CopyRange { off, want: len as u32 });
                     io.copy_range(t, &src, off, &dst, off - self.req.start, len);
                     self.started(None);
                 }
                 Mode::Sendfile => {
                     len = len.min(sys::MAX_RW);
-                    let t = self.tag(Op::Sendfile {
-                        off,
-                        want: len as u32,
-                    });
+                    let t = self.tag(Op::Sendfile { off, want: len as u32 });
                     io.sendfile(t, &src, off, &dst, len);
                     self.started(None);
                 }
@@ -494,8 +443,7 @@ impl CopyJob {
                 self.reading = true;
             } else if (len as u64) < planned {
                 // Cut to the buffer or pipe size: the rest goes back to the plan.
-                self.plan
-                    .push_front((off + len as u64, planned - len as u64));
+                self.plan.push_front((off + len as u64, planned - len as u64));
             }
             self.chains += 1;
             self.ops += 1;
@@ -531,9 +479,8 @@ impl CopyJob {
     }
 
     fn record(&mut self, d: &Done<Tag>) {
-        let h = self.hist.get_or_insert_with(|| {
-            Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds")
-        });
+        let h =
+            self.hist.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds"));
         let _ = h.record((d.latency.as_nanos() as u64).max(1));
     }
 
@@ -585,25 +532,17 @@ impl CopyJob {
             Op::Prealloc => {
                 match d.err() {
                     // Filesystems without fallocate simply do not preallocate.
-                    Some(e)
-                        if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
+                    Some(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
                     Some(e) => return self.fail(self.io_err("fallocate", true, e)),
                     None => {}
                 }
                 self.phase = Phase::Copying;
             }
             Op::Read { off, want } => self.on_read(d, io, off, want),
-            Op::Write {
-                base,
-                start,
-                len,
-                valid,
-            } => self.on_write(d, io, base, start, len, valid),
+            Op::Write { base, start, len, valid } => self.on_write(d, io, base, start, len, valid),
             Op::SpliceIn { off, want } => self.on_splice_in(d, io, off, want),
             Op::SpliceOut { at, left } => self.on_splice_out(d, io, at, left),
-            Op::CopyRange { off, want } | Op::Sendfile { off, want } => {
-                self.on_sync_copy(d, op, off, want)
-            }
+            Op::CopyRange { off, want } | Op::Sendfile { off, want } => self.on_sync_copy(d, op, off, want),
             Op::Truncate | Op::Fsync | Op::CloseSrc | Op::CloseDst | Op::Rename => {
                 if let Some(e) = d.err() {
                     let name = match op {
@@ -688,14 +627,9 @@ impl CopyJob {
         if self.src_stream {
             self.src_pos = off + u64::from(n);
         } else if n < want {
-            self.plan
-                .push_front((off + u64::from(n), u64::from(want - n)));
+            self.plan.push_front((off + u64::from(n), u64::from(want - n)));
         }
-        let len = if self.req.opts.direct {
-            (n as usize).next_multiple_of(DIRECT_ALIGN) as u32
-        } else {
-            n
-        };
+        let len = if self.req.opts.direct { (n as usize).next_multiple_of(DIRECT_ALIGN) as u32 } else { n };
         let base = off - self.req.start;
         self.emit(io, base, Staged::Buf { buf, len, valid: n });
     }
@@ -750,25 +684,12 @@ impl CopyJob {
         len: u32,
         valid: u32,
     ) {
-        let t = self.tag(Op::Write {
-            base,
-            start,
-            len,
-            valid,
-        });
+        let t = self.tag(Op::Write { base, start, len, valid });
         let ud = if self.dst_stream {
             let zc = self.mode == Mode::UringSendZc;
             io.send(self.exec, t, dst, buf, start as usize, len as usize, zc)
         } else {
-            io.write(
-                self.exec,
-                t,
-                dst,
-                buf,
-                start as usize,
-                len as usize,
-                base + u64::from(start),
-            )
+            io.write(self.exec, t, dst, buf, start as usize, len as usize, base + u64::from(start))
         };
         self.started(ud);
         self.ops += 1;
@@ -783,15 +704,7 @@ impl CopyJob {
         }
     }
 
-    fn on_write(
-        &mut self,
-        mut d: Done<Tag>,
-        io: &mut Io<Tag>,
-        base: u64,
-        start: u32,
-        len: u32,
-        valid: u32,
-    ) {
+    fn on_write(&mut self, mut d: Done<Tag>, io: &mut Io<Tag>, base: u64, start: u32, len: u32, valid: u32) {
         self.record(&d);
         let buf = d.buf.take().expect("write returns its buffer");
         let m = match d.res {
@@ -799,20 +712,12 @@ impl CopyJob {
             r if r < 0 => {
                 io.give_back(buf);
                 self.chains -= 1;
-                return self.fail(self.io_err(
-                    if self.dst_stream { "send" } else { "write" },
-                    true,
-                    errno(-r),
-                ));
+                return self.fail(self.io_err(if self.dst_stream { "send" } else { "write" }, true, errno(-r)));
             }
             0 => {
                 io.give_back(buf);
                 self.chains -= 1;
-                return self.fail(self.io_err(
-                    "write",
-                    true,
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
+                return self.fail(self.io_err("write", true, std::io::Error::from(std::io::ErrorKind::WriteZero)));
             }
             m => m as u32,
         };
@@ -861,8 +766,7 @@ impl CopyJob {
         if self.src_stream {
             self.src_pos = off + u64::from(n);
         } else if n < want {
-            self.plan
-                .push_front((off + u64::from(n), u64::from(want - n)));
+            self.plan.push_front((off + u64::from(n), u64::from(want - n)));
         }
         let at = off - self.req.start;
         self.emit(io, at, Staged::Pipe { pipe, left: n });
@@ -882,11 +786,7 @@ impl CopyJob {
             0 => {
                 io.pipes.put(pipe);
                 self.chains -= 1;
-                return self.fail(self.io_err(
-                    "splice",
-                    true,
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
+                return self.fail(self.io_err("splice", true, std::io::Error::from(std::io::ErrorKind::WriteZero)));
             }
             m => m as u32,
         };
@@ -911,11 +811,7 @@ impl CopyJob {
     fn on_sync_copy(&mut self, d: Done<Tag>, op: Op, off: u64, want: u32) {
         self.record(&d);
         self.chains -= 1;
-        let name = if matches!(op, Op::Sendfile { .. }) {
-            "sendfile"
-        } else {
-            "copy_file_range"
-        };
+        let name = if matches!(op, Op::Sendfile { .. }) { "sendfile" } else { "copy_file_range" };
         match d.res {
             r if retryable(r) => self.plan.push_front((off, u64::from(want))),
             r if r < 0 => {
@@ -929,8 +825,7 @@ impl CopyJob {
                 let n = n as u32;
                 self.add_bytes(u64::from(n));
                 if n < want {
-                    self.plan
-                        .push_front((off + u64::from(n), u64::from(want - n)));
+                    self.plan.push_front((off + u64::from(n), u64::from(want - n)));
                 }
             }
         }
@@ -943,10 +838,7 @@ impl CopyJob {
         let errno = -res;
         if self.bytes > 0
             || self.src_stream
-            || !matches!(
-                errno,
-                libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS
-            )
+            || !matches!(errno, libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
         {
             return false;
         }
@@ -1045,9 +937,7 @@ impl CopyJob {
     }
 
     fn dst_path(&self) -> std::path::PathBuf {
-        self.dst_path
-            .clone()
-            .unwrap_or_else(|| self.req.dst_name.clone())
+        self.dst_path.clone().unwrap_or_else(|| self.req.dst_name.clone())
     }
 
     fn drive_abort(&mut self, io: &mut Io<Tag>) {

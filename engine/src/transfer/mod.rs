@@ -73,18 +73,13 @@ impl Mode {
 
     /// Whether the mode needs the io_uring backend.
     pub fn needs_uring(self) -> bool {
-        matches!(
-            self,
-            Mode::UringFixed | Mode::UringSplice | Mode::UringSendZc
-        )
+        matches!(self, Mode::UringFixed | Mode::UringSplice | Mode::UringSendZc)
     }
 
     /// Whether the mode can move bytes from `src` to `dst` (`true` = a socket).
     pub fn supports(self, src_socket: bool, dst_socket: bool) -> bool {
         match self {
-            Mode::Auto | Mode::UringFixed | Mode::UringSplice | Mode::Splice | Mode::Buffered => {
-                true
-            }
+            Mode::Auto | Mode::UringFixed | Mode::UringSplice | Mode::Splice | Mode::Buffered => true,
             Mode::CopyFileRange => !src_socket && !dst_socket,
             Mode::UringSendZc | Mode::Sendfile => !src_socket && dst_socket,
         }
@@ -100,16 +95,10 @@ impl std::fmt::Display for Mode {
 impl std::str::FromStr for Mode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Mode> {
-        Mode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Mode::ALL.iter().map(|m| m.as_str()).collect();
-                Error::invalid(format!(
-                    "unknown mode {s:?}: use one of {}",
-                    names.join(", ")
-                ))
-            })
+        Mode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+            Error::invalid(format!("unknown mode {s:?}: use one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -135,17 +124,11 @@ impl Source {
     }
     /// A socket read until EOF.
     pub fn socket(fd: impl Into<OwnedFd>) -> Source {
-        Source::Socket {
-            fd: fd.into(),
-            len: None,
-        }
+        Source::Socket { fd: fd.into(), len: None }
     }
     /// A socket from which exactly `len` bytes are expected.
     pub fn socket_exact(fd: impl Into<OwnedFd>, len: u64) -> Source {
-        Source::Socket {
-            fd: fd.into(),
-            len: Some(len),
-        }
+        Source::Socket { fd: fd.into(), len: Some(len) }
     }
 }
 
@@ -320,12 +303,7 @@ impl Shared {
         if let Some(w) = waker {
             w.wake();
         }
-        if let Some(tx) = self
-            .on_finish
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(tx) = self.on_finish.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = tx.send(self.id);
         }
     }
@@ -339,11 +317,7 @@ pub struct Transfer {
 impl std::fmt::Debug for Transfer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = self.progress();
-        f.debug_struct("Transfer")
-            .field("id", &self.id())
-            .field("done", &p.done)
-            .field("total", &p.total)
-            .finish()
+        f.debug_struct("Transfer").field("id", &self.id()).field("done", &p.done).field("total", &p.total).finish()
     }
 }
 
@@ -365,12 +339,7 @@ impl Transfer {
     /// is gone. Cancelling a finished transfer does nothing.
     pub fn cancel(&self) {
         if !self.shared.cancelled.swap(true, Ordering::SeqCst) {
-            let n = self
-                .shared
-                .notify
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let n = self.shared.notify.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(n) = n {
                 n.cancel(self.shared.id);
             }
@@ -378,69 +347,40 @@ impl Transfer {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.shared
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finished
+        self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner()).finished
     }
 
     /// Blocks until the transfer is done.
     pub fn wait(self) -> Result<Report> {
-        let mut o = self
-            .shared
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
         while !o.finished {
             o = self.shared.cv.wait(o).unwrap_or_else(|p| p.into_inner());
         }
-        o.result
-            .take()
-            .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait")))
+        o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait")))
     }
 
     /// Blocks until done or `timeout` passes; on timeout gives the handle back.
     pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<Result<Report>, Transfer> {
         let deadline = Instant::now() + timeout;
-        let mut o = self
-            .shared
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
         while !o.finished {
             let now = Instant::now();
             if now >= deadline {
                 drop(o);
                 return Err(self);
             }
-            o = self
-                .shared
-                .cv
-                .wait_timeout(o, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            o = self.shared.cv.wait_timeout(o, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
-        Ok(o.result
-            .take()
-            .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait"))))
+        Ok(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "wait"))))
     }
 }
 
 impl std::future::Future for Transfer {
     type Output = Result<Report>;
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut o = self
-            .shared
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut o = self.shared.outcome.lock().unwrap_or_else(|p| p.into_inner());
         if o.finished {
-            return Poll::Ready(
-                o.result
-                    .take()
-                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "poll"))),
-            );
+            return Poll::Ready(o.result.take().unwrap_or_else(|| Err(Error::new(ErrorKind::Cancelled, "poll"))));
         }
         o.waker = Some(cx.waker().clone());
         Poll::Pending
@@ -481,11 +421,9 @@ pub(crate) struct Request {
 /// `dir/.name.ferry-<pid>-<id>.tmp`: hidden, unique, same filesystem as the destination so the
 /// final rename is atomic.
 pub(crate) fn temp_path(dst: &Path, id: u64) -> PathBuf {
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = format!(".{name}.ferry-{}-{id}.tmp", std::process::id());
+    let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let tmp = format!(".{name}.ferry-{}-{id}.tmp", PID.get_or_init(std::process::id));
     match dst.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join(tmp),
         _ => PathBuf::from(tmp),

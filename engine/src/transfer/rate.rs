@@ -25,14 +25,7 @@ impl RateLimit {
     pub fn new(bytes_per_sec: u64, burst: u64) -> RateLimit {
         let rate = bytes_per_sec.max(1) as f64;
         let burst = burst.max(1) as f64;
-        RateLimit {
-            inner: Arc::new(Mutex::new(Bucket {
-                rate,
-                burst,
-                tokens: burst,
-                last: Instant::now(),
-            })),
-        }
+        RateLimit { inner: Arc::new(Mutex::new(Bucket { rate, burst, tokens: burst, last: Instant::now() })) }
     }
 
     pub fn bytes_per_sec(&self) -> u64 {

@@ -35,12 +35,7 @@ pub struct TreeOptions {
 
 impl Default for TreeOptions {
     fn default() -> Self {
-        TreeOptions {
-            file: Options::default(),
-            preserve: false,
-            max_in_flight: 256,
-            cancel: None,
-        }
+        TreeOptions { file: Options::default(), preserve: false, max_in_flight: 256, cancel: None }
     }
 }
 
@@ -86,24 +81,11 @@ impl Engine {
         }
         let inside = |d: &Path| -> Option<bool> {
             let s = src.canonicalize().ok()?;
-            let parent = d
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            Some(
-                parent
-                    .canonicalize()
-                    .ok()?
-                    .join(d.file_name()?)
-                    .starts_with(s),
-            )
+            let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Some(parent.canonicalize().ok()?.join(d.file_name()?).starts_with(s))
         };
         if inside(dst) == Some(true) {
-            return Err(Error::invalid(format!(
-                "cannot copy {} into itself ({})",
-                src.display(),
-                dst.display()
-            )));
+            return Err(Error::invalid(format!("cannot copy {} into itself ({})", src.display(), dst.display())));
         }
         let (tx, rx) = crossbeam_channel::unbounded::<u64>();
         let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
@@ -137,11 +119,11 @@ impl Engine {
             }
         };
 
-        let cancelled = || {
-            opts.cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-        };
+        let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        // Phase 1 walks the tree, creating directories and symlinks and queueing files per
+        // directory; phase 2 copies the files. Memory: one path pair per file.
+        let mut queues: Vec<std::collections::VecDeque<(PathBuf, PathBuf)>> = Vec::new();
+        let mut dir_files: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut stack = vec![(src.to_path_buf(), dst.to_path_buf())];
         'walk: while let Some((sdir, ddir)) = stack.pop() {
             let smeta = match std::fs::metadata(&sdir) {
@@ -161,10 +143,7 @@ impl Engine {
             }
             totals.dirs += 1;
             if opts.preserve {
-                let _ = std::fs::set_permissions(
-                    &ddir,
-                    std::fs::Permissions::from_mode(smeta.mode() & 0o7777),
-                );
+                let _ = std::fs::set_permissions(&ddir, std::fs::Permissions::from_mode(smeta.mode() & 0o7777));
                 dir_times.push((ddir.clone(), times_of(&smeta)));
             }
             let entries = match std::fs::read_dir(&sdir) {
@@ -209,50 +188,56 @@ impl Engine {
                     }
                     totals.symlinks += 1;
                 } else if ft.is_file() {
-                    while in_flight.len() >= max && !cancelled() {
-                        let Ok(id) = rx.recv_timeout(Duration::from_millis(100)) else {
-                            continue;
-                        };
-                        reap(&mut in_flight, id, &mut totals, &mut first_err);
-                        progress(&totals);
-                    }
-                    if cancelled() {
-                        first_err.get_or_insert(
-                            Error::new(ErrorKind::Cancelled, "copy tree").with_path(src),
-                        );
-                    }
-                    if first_err.is_some() {
-                        break 'walk;
-                    }
-                    let times = if opts.preserve {
-                        std::fs::metadata(&sp).ok().map(|m| times_of(&m))
-                    } else {
-                        None
-                    };
-                    match self.copy_file(&sp, &dp, opts.file.clone(), Some(tx.clone())) {
-                        Ok(t) => {
-                            in_flight.insert(t.id(), InFlight { t, dst: dp, times });
-                        }
-                        Err(e) => {
-                            first_err.get_or_insert(e);
-                            break 'walk;
-                        }
-                    }
+                    dir_files.push((sp, dp));
                 }
                 // Sockets, FIFOs and devices are skipped, as `cp -r` without special flags would
                 // otherwise block or fail on them.
+            }
+            if !dir_files.is_empty() {
+                queues.push(std::mem::take(&mut dir_files).into());
+            }
+        }
+        // Files go out round-robin across directories: creates in one directory serialize on
+        // its lock, creates in different directories proceed in parallel.
+        let mut turn = 0;
+        while first_err.is_none() && !queues.is_empty() {
+            turn %= queues.len();
+            let Some((sp, dp)) = queues[turn].pop_front() else {
+                queues.swap_remove(turn);
+                continue;
+            };
+            turn += 1;
+            while in_flight.len() >= max && !cancelled() {
+                let Ok(id) = rx.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                reap(&mut in_flight, id, &mut totals, &mut first_err);
                 while let Ok(id) = rx.try_recv() {
                     reap(&mut in_flight, id, &mut totals, &mut first_err);
                 }
+                progress(&totals);
             }
-            progress(&totals);
+            if cancelled() {
+                first_err.get_or_insert(Error::new(ErrorKind::Cancelled, "copy tree").with_path(src));
+            }
+            if first_err.is_some() {
+                break;
+            }
+            let times = if opts.preserve { std::fs::metadata(&sp).ok().map(|m| times_of(&m)) } else { None };
+            match self.copy_file(&sp, &dp, opts.file.clone(), Some(tx.clone())) {
+                Ok(t) => {
+                    in_flight.insert(t.id(), InFlight { t, dst: dp, times });
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
         let mut cancel_sent = false;
         while !in_flight.is_empty() {
             if !cancel_sent && (first_err.is_some() || cancelled()) {
                 cancel_sent = true;
-                first_err
-                    .get_or_insert(Error::new(ErrorKind::Cancelled, "copy tree").with_path(src));
+                first_err.get_or_insert(Error::new(ErrorKind::Cancelled, "copy tree").with_path(src));
                 for f in in_flight.values() {
                     f.t.cancel();
                 }
@@ -269,12 +254,7 @@ impl Engine {
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(TreeReport {
-                backend: self.backend(),
-                totals,
-                elapsed: t0.elapsed(),
-                modes,
-            }),
+            None => Ok(TreeReport { backend: self.backend(), totals, elapsed: t0.elapsed(), modes }),
         }
     }
 }

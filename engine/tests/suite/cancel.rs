@@ -12,24 +12,15 @@ fn cancel_resolves_after_every_op_and_removes_the_temp_file() {
     for (backend, engine) in engines() {
         for mode in modes(backend) {
             let dst = dir.path().join("dst");
-            let opts = Options {
-                mode,
-                rate: Some(RateLimit::new(8 << 20, 1 << 20)),
-                ..Options::default()
-            };
-            let t = engine
-                .copy(Source::file(&src), Sink::file(&dst), opts)
-                .unwrap();
+            let opts = Options { mode, rate: Some(RateLimit::new(8 << 20, 1 << 20)), ..Options::default() };
+            let t = engine.copy(Source::file(&src), Sink::file(&dst), opts).unwrap();
             std::thread::sleep(Duration::from_millis(50));
             assert!(t.progress().done < 32 << 20);
             t.cancel();
             let e = t.wait().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Cancelled, "{backend} {mode}: {e}");
             assert!(!dst.exists(), "{backend} {mode}");
-            assert!(
-                temp_files(dir.path()).is_empty(),
-                "{backend} {mode}: temp file left"
-            );
+            assert!(temp_files(dir.path()).is_empty(), "{backend} {mode}: temp file left");
         }
     }
 }
@@ -42,19 +33,8 @@ fn engine_shutdown_cancels_in_flight_transfers() {
     for (_backend, engine) in engines() {
         let mut ts = Vec::new();
         for i in 0..8 {
-            let opts = Options {
-                rate: Some(RateLimit::new(4 << 20, 1 << 20)),
-                ..Options::default()
-            };
-            ts.push(
-                engine
-                    .copy(
-                        Source::file(&src),
-                        Sink::file(dir.path().join(format!("d{i}"))),
-                        opts,
-                    )
-                    .unwrap(),
-            );
+            let opts = Options { rate: Some(RateLimit::new(4 << 20, 1 << 20)), ..Options::default() };
+            ts.push(engine.copy(Source::file(&src), Sink::file(dir.path().join(format!("d{i}"))), opts).unwrap());
         }
         std::thread::sleep(Duration::from_millis(30));
         engine.shutdown();

@@ -14,10 +14,7 @@ fn fallback_when_seccomp_denies_io_uring_setup() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_child(
         "children::seccomp_child",
-        &[
-            ("FERRY_TEST_DIR", dir.path().to_str().unwrap()),
-            ("FERRY_BACKEND", ""),
-        ],
+        &[("FERRY_TEST_DIR", dir.path().to_str().unwrap()), ("FERRY_BACKEND", "")],
     );
     assert!(out.contains("SECCOMP-OK backend=syscall"), "{out}");
 }
@@ -40,15 +37,8 @@ fn seccomp_child() {
 
     let probed = ferry::probe_report();
     let why = probed.uring.as_ref().unwrap_err();
-    assert!(
-        why.contains("Operation not permitted") && why.contains("seccomp"),
-        "{why}"
-    );
-    let forced = Engine::builder()
-        .backend(BackendChoice::Uring)
-        .build()
-        .err()
-        .expect("forced uring must fail");
+    assert!(why.contains("Operation not permitted") && why.contains("seccomp"), "{why}");
+    let forced = Engine::builder().backend(BackendChoice::Uring).build().err().expect("forced uring must fail");
     assert_eq!(forced.kind(), ErrorKind::BackendUnavailable);
     assert!(forced.to_string().contains("seccomp"), "{forced}");
 
@@ -76,18 +66,10 @@ fn peak_rss_of_a_2gib_copy_stays_under_64mib() {
     for mode in modes {
         let out = run_child(
             "children::rss_child",
-            &[
-                ("FERRY_TEST_DIR", dir.path().to_str().unwrap()),
-                ("FERRY_TEST_MODE", mode),
-            ],
+            &[("FERRY_TEST_DIR", dir.path().to_str().unwrap()), ("FERRY_TEST_MODE", mode)],
         );
         let at = out.find("RSS-KIB ").unwrap_or_else(|| panic!("{out}"));
-        let kib: u64 = out[at..]
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let kib: u64 = out[at..].split_whitespace().nth(1).unwrap().parse().unwrap();
         eprintln!("{mode}: peak RSS {kib} KiB");
         assert!(kib < 64 * 1024, "{mode}: peak RSS {kib} KiB >= 64 MiB");
     }
@@ -98,23 +80,10 @@ fn peak_rss_of_a_2gib_copy_stays_under_64mib() {
 fn rss_child() {
     let dir = std::path::PathBuf::from(std::env::var("FERRY_TEST_DIR").unwrap());
     let mode: Mode = std::env::var("FERRY_TEST_MODE").unwrap().parse().unwrap();
-    let choice = if mode.needs_uring() {
-        BackendChoice::Uring
-    } else {
-        BackendChoice::Auto
-    };
+    let choice = if mode.needs_uring() { BackendChoice::Uring } else { BackendChoice::Auto };
     let engine = Engine::builder().backend(choice).build().unwrap();
     let dst = dir.join(format!("copy-{mode}"));
-    let r = engine
-        .copy_wait(
-            dir.join("big"),
-            &dst,
-            Options {
-                mode,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+    let r = engine.copy_wait(dir.join("big"), &dst, Options { mode, ..Options::default() }).unwrap();
     assert_eq!(r.bytes, 2 << 30);
     assert_eq!(std::fs::metadata(&dst).unwrap().len(), 2 << 30);
     std::fs::remove_file(&dst).unwrap();
@@ -124,10 +93,7 @@ fn rss_child() {
 #[test]
 fn cancel_500_times_at_random_points_leaks_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_child(
-        "children::cancel_child",
-        &[("FERRY_TEST_DIR", dir.path().to_str().unwrap())],
-    );
+    let out = run_child("children::cancel_child", &[("FERRY_TEST_DIR", dir.path().to_str().unwrap())]);
     assert!(out.contains("CANCEL-OK"), "{out}");
 }
 
@@ -149,16 +115,7 @@ fn cancel_child() {
             let ms = modes(*backend);
             let mode = ms[rng.gen_range(0..ms.len())];
             let dst = dir.join("dst");
-            let t = engine
-                .copy(
-                    Source::file(&src),
-                    Sink::file(&dst),
-                    Options {
-                        mode,
-                        ..Options::default()
-                    },
-                )
-                .unwrap();
+            let t = engine.copy(Source::file(&src), Sink::file(&dst), Options { mode, ..Options::default() }).unwrap();
             let wait_us = rng.gen_range(0..3000);
             if wait_us > 0 {
                 std::thread::sleep(Duration::from_micros(wait_us));
@@ -172,10 +129,7 @@ fn cancel_child() {
                 }
                 Err(e) => {
                     assert_eq!(e.kind(), ErrorKind::Cancelled, "{backend} {mode}: {e}");
-                    assert!(
-                        !dst.exists(),
-                        "{backend} {mode}: cancelled copy left a destination"
-                    );
+                    assert!(!dst.exists(), "{backend} {mode}: cancelled copy left a destination");
                     cancelled += 1;
                 }
             }
@@ -185,10 +139,7 @@ fn cancel_child() {
             }
         }
         let rss_end = status_kib("VmRSS:");
-        assert!(
-            rss_end < rss_at_100 + 16 * 1024,
-            "memory grew: {rss_at_100} KiB -> {rss_end} KiB"
-        );
+        assert!(rss_end < rss_at_100 + 16 * 1024, "memory grew: {rss_at_100} KiB -> {rss_end} KiB");
         for (_, e) in &engines {
             for w in e.metrics() {
                 assert_eq!(w.active, 0);
@@ -199,20 +150,14 @@ fn cancel_child() {
     // Engines dropped: every ring, eventfd, pipe and file descriptor must be closed again.
     let fds_after = fd_count();
     assert_eq!(fds_before, fds_after, "descriptors leaked");
-    assert!(
-        cancelled > 50,
-        "cancel never hit an in-flight copy ({cancelled} of 500)"
-    );
+    assert!(cancelled > 50, "cancel never hit an in-flight copy ({cancelled} of 500)");
     println!("CANCEL-OK cancelled={cancelled} completed={completed}");
 }
 
 #[test]
 fn network_cancel_500_times_leaks_no_fd_or_pipe() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_child(
-        "children::net_cancel_child",
-        &[("FERRY_TEST_DIR", dir.path().to_str().unwrap())],
-    );
+    let out = run_child("children::net_cancel_child", &[("FERRY_TEST_DIR", dir.path().to_str().unwrap())]);
     assert!(out.contains("NET-CANCEL-OK"), "{out}");
 }
 
@@ -233,10 +178,7 @@ fn net_cancel_child() {
         let engines = engines();
         for i in 0..500 {
             let (backend, engine) = &engines[i % engines.len()];
-            let ms: Vec<Mode> = all_modes(*backend)
-                .into_iter()
-                .filter(|m| m.supports(false, true))
-                .collect();
+            let ms: Vec<Mode> = all_modes(*backend).into_iter().filter(|m| m.supports(false, true)).collect();
             let mode = ms[rng.gen_range(0..ms.len())];
             let a = TcpStream::connect(addr).unwrap();
             let (mut b, _) = listener.accept().unwrap();
@@ -251,16 +193,7 @@ fn net_cancel_child() {
                 }
                 n
             });
-            let t = engine
-                .copy(
-                    Source::file(&src),
-                    Sink::socket(a),
-                    Options {
-                        mode,
-                        ..Options::default()
-                    },
-                )
-                .unwrap();
+            let t = engine.copy(Source::file(&src), Sink::socket(a), Options { mode, ..Options::default() }).unwrap();
             std::thread::sleep(Duration::from_micros(rng.gen_range(0..3000)));
             t.cancel();
             match t.wait() {
@@ -279,14 +212,7 @@ fn net_cancel_child() {
             }
         }
     }
-    assert_eq!(
-        fds_before,
-        fd_count(),
-        "descriptors (sockets or pipes) leaked"
-    );
-    assert!(
-        cancelled > 50,
-        "cancel never hit an in-flight transfer ({cancelled} of 500)"
-    );
+    assert_eq!(fds_before, fd_count(), "descriptors (sockets or pipes) leaked");
+    assert!(cancelled > 50, "cancel never hit an in-flight transfer ({cancelled} of 500)");
     println!("NET-CANCEL-OK cancelled={cancelled} completed={completed}");
 }

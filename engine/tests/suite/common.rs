@@ -12,30 +12,18 @@ pub fn engines() -> Vec<(Backend, Engine)> {
         Ok(e) => v.push((Backend::Uring, e)),
         Err(e) => require_feature(&format!("io_uring backend unavailable: {e}")),
     }
-    v.push((
-        Backend::Syscall,
-        Engine::builder()
-            .backend(BackendChoice::Syscall)
-            .build()
-            .unwrap(),
-    ));
+    v.push((Backend::Syscall, Engine::builder().backend(BackendChoice::Syscall).build().unwrap()));
     v
 }
 
 /// Every mode a backend can run.
 pub fn all_modes(b: Backend) -> Vec<Mode> {
-    Mode::ALL
-        .into_iter()
-        .filter(|m| b == Backend::Uring || !m.needs_uring())
-        .collect()
+    Mode::ALL.into_iter().filter(|m| b == Backend::Uring || !m.needs_uring()).collect()
 }
 
 /// The file -> file modes a backend can run.
 pub fn modes(b: Backend) -> Vec<Mode> {
-    all_modes(b)
-        .into_iter()
-        .filter(|m| m.supports(false, false))
-        .collect()
+    all_modes(b).into_iter().filter(|m| m.supports(false, false)).collect()
 }
 
 /// A skipped check says why; under CI=true a missing kernel feature fails the run instead.
@@ -136,22 +124,12 @@ pub fn status_kib(field: &str) -> u64 {
 pub fn run_child(test: &str, env: &[(&str, &str)]) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "child {test} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "child {test} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     stdout
 }

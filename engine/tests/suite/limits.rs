@@ -44,32 +44,11 @@ fn enospc_on_a_full_tmpfs_is_clear_and_leaves_nothing() {
         for mode in modes(backend) {
             for prealloc in [false, true] {
                 let dst = fs.path().join("out");
-                let e = engine
-                    .copy_wait(
-                        &src,
-                        &dst,
-                        Options {
-                            mode,
-                            prealloc,
-                            ..Options::default()
-                        },
-                    )
-                    .unwrap_err();
+                let e = engine.copy_wait(&src, &dst, Options { mode, prealloc, ..Options::default() }).unwrap_err();
                 assert_eq!(e.kind(), ErrorKind::Io, "{backend} {mode}: {e}");
-                assert_eq!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSPC),
-                    "{backend} {mode}: {e}"
-                );
-                assert!(
-                    e.to_string().contains("out") && e.to_string().contains("No space left"),
-                    "{e}"
-                );
-                let left: Vec<_> = std::fs::read_dir(fs.path())
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path())
-                    .collect();
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{backend} {mode}: {e}");
+                assert!(e.to_string().contains("out") && e.to_string().contains("No space left"), "{e}");
+                let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().flatten().map(|e| e.path()).collect();
                 assert!(left.is_empty(), "{backend} {mode}: left behind {left:?}");
             }
         }

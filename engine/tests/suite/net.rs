@@ -19,10 +19,7 @@ fn pair() -> (TcpStream, TcpStream) {
 }
 
 pub fn net_modes(b: Backend, src_socket: bool, dst_socket: bool) -> Vec<Mode> {
-    all_modes(b)
-        .into_iter()
-        .filter(|m| m.supports(src_socket, dst_socket))
-        .collect()
+    all_modes(b).into_iter().filter(|m| m.supports(src_socket, dst_socket)).collect()
 }
 
 /// Reads everything from `s` in a thread and returns its sha256 and length.
@@ -57,14 +54,7 @@ fn file_to_socket_every_size_every_mode() {
                 let (a, b) = pair();
                 let reader = drain(b);
                 let r = engine
-                    .copy(
-                        Source::file(&src),
-                        Sink::socket(a),
-                        Options {
-                            mode,
-                            ..Options::default()
-                        },
-                    )
+                    .copy(Source::file(&src), Sink::socket(a), Options { mode, ..Options::default() })
                     .unwrap()
                     .wait()
                     .unwrap_or_else(|e| panic!("{backend} {mode} {size}: {e}"));
@@ -100,20 +90,9 @@ fn socket_to_file_every_size_every_mode() {
                 };
                 let dst = dir.path().join("d");
                 // Until EOF for even sizes, an exact length for odd ones.
-                let source = if size % 2 == 0 {
-                    Source::socket(b)
-                } else {
-                    Source::socket_exact(b, size)
-                };
+                let source = if size % 2 == 0 { Source::socket(b) } else { Source::socket_exact(b, size) };
                 let r = engine
-                    .copy(
-                        source,
-                        Sink::file(&dst),
-                        Options {
-                            mode,
-                            ..Options::default()
-                        },
-                    )
+                    .copy(source, Sink::file(&dst), Options { mode, ..Options::default() })
                     .unwrap()
                     .wait()
                     .unwrap_or_else(|e| panic!("{backend} {mode} {size}: {e}"));
@@ -143,14 +122,7 @@ fn socket_to_socket_relay() {
                 a.write_all(&data).unwrap();
             });
             engine
-                .copy(
-                    Source::socket(b),
-                    Sink::socket(c),
-                    Options {
-                        mode,
-                        ..Options::default()
-                    },
-                )
+                .copy(Source::socket(b), Sink::socket(c), Options { mode, ..Options::default() })
                 .unwrap()
                 .wait()
                 .unwrap();
@@ -177,14 +149,7 @@ fn peer_that_closes_early_is_a_clear_error() {
                 drop(b);
             });
             let e = engine
-                .copy(
-                    Source::file(&src),
-                    Sink::socket(a),
-                    Options {
-                        mode,
-                        ..Options::default()
-                    },
-                )
+                .copy(Source::file(&src), Sink::socket(a), Options { mode, ..Options::default() })
                 .unwrap()
                 .wait()
                 .unwrap_err();
@@ -201,14 +166,7 @@ fn peer_that_closes_early_is_a_clear_error() {
                 a.write_all(&[7u8; 1000]).unwrap();
             });
             let e = engine
-                .copy(
-                    Source::socket_exact(b, 5000),
-                    Sink::file(&dst),
-                    Options {
-                        mode,
-                        ..Options::default()
-                    },
-                )
+                .copy(Source::socket_exact(b, 5000), Sink::file(&dst), Options { mode, ..Options::default() })
                 .unwrap()
                 .wait()
                 .unwrap_err();
@@ -229,38 +187,15 @@ fn peer_that_never_reads_hits_the_deadline_and_cancel_completes() {
         for mode in net_modes(backend, false, true) {
             eprintln!("never-reads {backend} {mode}");
             let (a, b) = pair();
-            let opts = Options {
-                mode,
-                deadline: Some(Duration::from_millis(300)),
-                ..Options::default()
-            };
-            let e = engine
-                .copy(Source::file(&src), Sink::socket(a), opts)
-                .unwrap()
-                .wait()
-                .unwrap_err();
-            assert_eq!(
-                e.kind(),
-                ErrorKind::DeadlineExceeded,
-                "{backend} {mode}: {e}"
-            );
+            let opts = Options { mode, deadline: Some(Duration::from_millis(300)), ..Options::default() };
+            let e = engine.copy(Source::file(&src), Sink::socket(a), opts).unwrap().wait().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{backend} {mode}: {e}");
             drop(b);
             // Idle timeout: the same silent peer, caught by lack of progress instead.
             let (a, b) = pair();
-            let opts = Options {
-                mode,
-                idle_timeout: Some(Duration::from_millis(300)),
-                ..Options::default()
-            };
-            let e = engine
-                .copy(Source::file(&src), Sink::socket(a), opts)
-                .unwrap()
-                .wait()
-                .unwrap_err();
-            assert!(
-                e.to_string().contains("idle timeout"),
-                "{backend} {mode}: {e}"
-            );
+            let opts = Options { mode, idle_timeout: Some(Duration::from_millis(300)), ..Options::default() };
+            let e = engine.copy(Source::file(&src), Sink::socket(a), opts).unwrap().wait().unwrap_err();
+            assert!(e.to_string().contains("idle timeout"), "{backend} {mode}: {e}");
             drop(b);
         }
         for w in engine.metrics() {
@@ -284,16 +219,7 @@ fn hundred_connections_at_once() {
             readers.push(drain(b));
             let mode = modes[i % modes.len()];
             transfers.push(
-                engine
-                    .copy(
-                        Source::file(&src),
-                        Sink::socket(a),
-                        Options {
-                            mode,
-                            ..Options::default()
-                        },
-                    )
-                    .unwrap(),
+                engine.copy(Source::file(&src), Sink::socket(a), Options { mode, ..Options::default() }).unwrap(),
             );
         }
         for t in transfers {
@@ -311,18 +237,8 @@ fn wrong_mode_for_the_pair_names_the_ones_that_work() {
     let engine = Engine::new().unwrap();
     let (a, _b) = pair();
     let e = engine
-        .copy(
-            Source::socket(a),
-            Sink::file("/tmp/x"),
-            Options {
-                mode: Mode::Sendfile,
-                ..Options::default()
-            },
-        )
+        .copy(Source::socket(a), Sink::file("/tmp/x"), Options { mode: Mode::Sendfile, ..Options::default() })
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    assert!(
-        e.to_string().contains("cannot move socket -> file") && e.to_string().contains("splice"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("cannot move socket -> file") && e.to_string().contains("splice"), "{e}");
 }

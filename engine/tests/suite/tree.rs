@@ -29,10 +29,7 @@ fn assert_same_tree(a: &Path, b: &Path, times: bool) {
     let mb = std::fs::symlink_metadata(b).unwrap();
     assert_eq!(ma.file_type(), mb.file_type(), "{}", b.display());
     if ma.is_symlink() {
-        assert_eq!(
-            std::fs::read_link(a).unwrap(),
-            std::fs::read_link(b).unwrap()
-        );
+        assert_eq!(std::fs::read_link(a).unwrap(), std::fs::read_link(b).unwrap());
         return;
     }
     if ma.is_file() {
@@ -40,23 +37,12 @@ fn assert_same_tree(a: &Path, b: &Path, times: bool) {
         assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "{}", b.display());
     }
     if times {
-        assert_eq!(
-            (ma.mtime(), ma.mtime_nsec()),
-            (mb.mtime(), mb.mtime_nsec()),
-            "{}",
-            b.display()
-        );
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "{}", b.display());
     }
     if ma.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(a)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut names: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
-        let mut got: Vec<_> = std::fs::read_dir(b)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut got: Vec<_> = std::fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
         got.sort();
         assert_eq!(names, got, "{}", b.display());
         for n in names {
@@ -74,10 +60,7 @@ fn tree_copy_keeps_content_links_modes_and_times() {
         for mode in modes(backend) {
             let dst = dir.path().join(format!("dst-{backend}-{mode}"));
             let opts = TreeOptions {
-                file: Options {
-                    mode,
-                    ..Options::default()
-                },
+                file: Options { mode, ..Options::default() },
                 preserve: true,
                 max_in_flight: 64,
                 cancel: None,
@@ -96,8 +79,6 @@ fn tree_copy_refuses_to_copy_into_itself() {
     let src = dir.path().join("src");
     make_tree(&src);
     let engine = ferry::Engine::new().unwrap();
-    let e = engine
-        .copy_tree(&src, &src.join("a/inside"), &TreeOptions::default(), |_| {})
-        .unwrap_err();
+    let e = engine.copy_tree(&src, &src.join("a/inside"), &TreeOptions::default(), |_| {}).unwrap_err();
     assert!(e.to_string().contains("into itself"), "{e}");
 }
