@@ -137,7 +137,8 @@ fn run(args: Args) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut workloads_run = Vec::new();
     let uring = engines.uring.backend() == ferry::Backend::Uring;
-    let ferry_modes: Vec<Mode> = Mode::ALL.into_iter().filter(|m| uring || !m.needs_uring()).collect();
+    let net_modes: Vec<Mode> = Mode::ALL.into_iter().filter(|m| uring || !m.needs_uring()).collect();
+    let ferry_modes: Vec<Mode> = net_modes.iter().copied().filter(|m| m.supports(false, false)).collect();
     let t_start = Instant::now();
 
     for wname in &wanted {
@@ -191,7 +192,7 @@ fn run(args: Args) -> Result<()> {
             },
             "net-send" | "net-recv" => {
                 let sending = wname == "net-send";
-                let mut c: Vec<Contender> = ferry_modes
+                let mut c: Vec<Contender> = net_modes
                     .iter()
                     .filter(|m| m.supports(!sending, sending))
                     .map(|&mode| Contender::Ferry { mode, fallback: false })

@@ -17,7 +17,16 @@ fn quick_run_writes_verified_results() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let table = String::from_utf8_lossy(&o.stdout);
-    for w in ["hot-new", "hot-overwrite", "cold", "direct", "small-files", "concurrency 16"] {
+    for w in [
+        "hot-new",
+        "hot-overwrite",
+        "cold",
+        "direct",
+        "small-files",
+        "concurrency 16",
+        "net-send 1 stream",
+        "net-recv 16 streams",
+    ] {
         assert!(table.contains(&format!("### {w}")), "workload {w} missing:\n{table}");
     }
     assert!(table.contains("| ferry auto |"), "{table}");
