@@ -252,7 +252,7 @@ fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report::fio_json(&summary, &rows))?);
     } else {
-        print!("{}", report::table(&summary));
+        print!("{}{}", report::verdicts(&summary), report::table(&summary));
     }
     let dir = report::write_results(&args, &rows, &summary, size, reps, nsmall, t_start.elapsed())?;
     eprintln!("results written to {}", dir.display());

@@ -254,6 +254,7 @@ pub fn write_results(
         reps,
         humantime(took)
     );
+    md.push_str(&verdicts(summary));
     md.push_str(&table(summary));
     std::fs::write(dir.join("summary.md"), &md)?;
     let doctor = cmd_out(
@@ -287,6 +288,44 @@ pub fn write_results(
         eprintln!("plots skipped: {e:#}");
     }
     Ok(dir)
+}
+
+/// Per workload: ferry's best row against the best row of everything else (limit rows aside),
+/// said plainly either way.
+pub fn verdicts(summary: &[Summary]) -> String {
+    let mut out = String::from("\n## Where ferry wins and where it loses (best median vs best median)\n\n");
+    let mut workloads: Vec<&str> = Vec::new();
+    for s in summary {
+        if !workloads.contains(&s.workload.as_str()) {
+            workloads.push(&s.workload);
+        }
+    }
+    for w in workloads {
+        let rows: Vec<&Summary> = summary.iter().filter(|s| s.workload == w).collect();
+        let best = |ferry: bool| {
+            rows.iter()
+                .filter(|s| s.contender.starts_with("ferry") == ferry && !s.contender.contains("(limit)"))
+                .max_by(|a, b| a.median.total_cmp(&b.median))
+        };
+        if let (Some(f), Some(o)) = (best(true), best(false)) {
+            let r = f.median / o.median;
+            let verdict = if r >= 1.05 {
+                "ferry wins"
+            } else if r >= 0.95 {
+                "a tie (within 5%)"
+            } else {
+                "**ferry loses**"
+            };
+            out.push_str(&format!(
+                "- {w}: {verdict}: {} {:.2} GB/s vs {} {:.2} GB/s ({r:.2}x)\n",
+                f.contender,
+                f.median / 1e9,
+                o.contender,
+                o.median / 1e9
+            ));
+        }
+    }
+    out
 }
 
 fn humantime(d: Duration) -> String {

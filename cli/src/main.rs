@@ -236,6 +236,8 @@ impl Cp {
             rate,
             deadline: self.timeout.map(Duration::from_secs_f64),
             idle_timeout: None,
+            header: None,
+            socket_buffer: None,
             create_mode: None,
         };
         Ok((jobs, opts))
@@ -301,6 +303,7 @@ impl Cp {
                 }
             }
         }
+        warn_cq_overflow(&engine);
         if self.json {
             let out = if reports.len() == 1 { reports.remove(0) } else { json!(reports) };
             let mut so = std::io::stdout().lock();
@@ -360,7 +363,9 @@ impl Net {
             (engine.copy(Source::socket(sock), Sink::file(&file), opts)?, file)
         };
         let show = !self.json && std::io::stderr().is_terminal();
-        match wait_with_progress(t, interrupted, show, &label) {
+        let r = wait_with_progress(t, interrupted, show, &label);
+        warn_cq_overflow(&engine);
+        match r {
             Ok(rep) => {
                 if self.json {
                     println!("{}", serde_json::to_string_pretty(&report_json(&rep))?);
@@ -404,6 +409,17 @@ fn wait_with_progress(
         b.finish_and_clear();
     }
     r
+}
+
+/// The engine keeps in-flight ops within the CQ, so an overflow means a kernel or engine bug
+/// worth reporting; say so instead of letting a metric nobody reads hold it.
+fn warn_cq_overflow(engine: &Engine) {
+    let n: u64 = engine.metrics().iter().map(|w| w.cq_overflow).sum();
+    if n > 0 {
+        eprintln!(
+            "ferry: warning: {n} io_uring completions overflowed the CQ (the kernel kept them; please report this)"
+        );
+    }
 }
 
 fn bytes_bar(total: u64, src: &Path) -> ProgressBar {

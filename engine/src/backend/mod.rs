@@ -245,6 +245,7 @@ impl<T> Io<T> {
         start: usize,
         len: usize,
         zero_copy: bool,
+        more: bool,
     ) -> Option<u64>
     where
         T: Clone,
@@ -252,12 +253,12 @@ impl<T> Io<T> {
         match (ex, self.ring.as_mut()) {
             (Exec::Ring, Some(r)) => {
                 let t = tag.clone();
-                let res = r.send(tag, fd, buf, start, len, zero_copy);
+                let res = r.send(tag, fd, buf, start, len, zero_copy, more);
                 self.ring_result(res, || t)
             }
             _ => {
                 let t0 = Instant::now();
-                let res = sys::send(fd.as_fd(), &buf.as_mut_slice()[start..start + len]);
+                let res = sys::send(fd.as_fd(), &buf.as_mut_slice()[start..start + len], more);
                 self.sync_done(tag, res, Some(buf), None, t0);
                 None
             }

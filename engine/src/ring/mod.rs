@@ -357,6 +357,7 @@ impl<T> Ring<T> {
     /// send(2) of `buf[start..start+len]` with MSG_NOSIGNAL (a gone peer is EPIPE, not SIGPIPE).
     /// With `zero_copy`, SEND_ZC from the registered buffer: the op completes only after the
     /// kernel's notification, so the buffer is never reused while the NIC may still read it.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
         tag: T,
@@ -365,16 +366,18 @@ impl<T> Ring<T> {
         start: usize,
         len: usize,
         zero_copy: bool,
+        more: bool,
     ) -> Result<u64, PushError> {
         assert!(start + len <= buf.capacity(), "send outside its buffer");
         // SAFETY: start + len is within the buffer (asserted above).
         let ptr = unsafe { buf.as_mut_ptr().add(start) };
         let raw = types::Fd(fd.as_raw_fd());
+        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
         let sqe = if zero_copy {
             let index = self.registered.is_ok().then(|| buf.index());
-            opcode::SendZc::new(raw, ptr, len as u32).buf_index(index).flags(libc::MSG_NOSIGNAL).build()
+            opcode::SendZc::new(raw, ptr, len as u32).buf_index(index).flags(flags).build()
         } else {
-            opcode::Send::new(raw, ptr, len as u32).flags(libc::MSG_NOSIGNAL).build()
+            opcode::Send::new(raw, ptr, len as u32).flags(flags).build()
         };
         self.push(sqe, tag, Held { buf: Some(buf), fd: Some(fd.clone()), ..Held::default() })
     }

@@ -318,7 +318,7 @@ impl Engine {
             Source::File(p) => self.file_source(p, &opts)?,
             Source::Socket { fd, len } => {
                 let name = PathBuf::from(socket_name(&fd));
-                prepare_socket(&fd).map_err(|e| Error::io("configure socket", Some(&name), e))?;
+                prepare_socket(&fd, opts.socket_buffer).map_err(|e| Error::io("configure socket", Some(&name), e))?;
                 if opts.range.is_some() {
                     return Err(Error::invalid("a range applies to a file source, not a socket"));
                 }
@@ -356,7 +356,7 @@ impl Engine {
             }
             Sink::Socket(fd) => {
                 let name = PathBuf::from(socket_name(&fd));
-                prepare_socket(&fd).map_err(|e| Error::io("configure socket", Some(&name), e))?;
+                prepare_socket(&fd, opts.socket_buffer).map_err(|e| Error::io("configure socket", Some(&name), e))?;
                 if opts.direct {
                     return Err(Error::invalid("--direct applies to file -> file copies"));
                 }
@@ -364,6 +364,18 @@ impl Engine {
             }
         };
         let dst_socket = matches!(dst_ep, Endpoint::Socket(_));
+        if let Some(h) = &opts.header {
+            if !dst_socket {
+                return Err(Error::invalid("a header applies to a socket sink"));
+            }
+            if h.len() > self.chunk {
+                return Err(Error::invalid(format!(
+                    "header of {} bytes is longer than one chunk ({} bytes); raise the engine chunk",
+                    h.len(),
+                    self.chunk
+                )));
+            }
+        }
         let (mode, reason) = self.resolve_mode(&opts, src_socket, dst_socket, len.unwrap_or(u64::MAX), &dst_name)?;
         let mut chunk = opts.chunk.unwrap_or(self.chunk).clamp(1, self.chunk);
         if opts.direct {
@@ -561,9 +573,13 @@ fn socket_name(fd: &OwnedFd) -> String {
 /// after checking cancel, deadline and idle timeout. Ring ops wait in the kernel (the timeout
 /// only shortens io-wq's blocking attempts, which are retried the same way) and ASYNC_CANCEL
 /// ends them. This changes the options of the caller's socket, duplicates included.
-fn prepare_socket(fd: &OwnedFd) -> std::io::Result<()> {
+fn prepare_socket(fd: &OwnedFd, buffer: Option<usize>) -> std::io::Result<()> {
     let s = socket2::SockRef::from(fd);
     s.set_nonblocking(false)?;
+    if let Some(b) = buffer {
+        s.set_send_buffer_size(b)?;
+        s.set_recv_buffer_size(b)?;
+    }
     let t = Some(std::time::Duration::from_millis(50));
     s.set_read_timeout(t)?;
     s.set_write_timeout(t)

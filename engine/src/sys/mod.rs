@@ -57,8 +57,10 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `send(2)` with MSG_NOSIGNAL: a peer that went away gives EPIPE instead of killing us.
-pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    let n = syscall!(send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL))?;
+/// `more` adds MSG_MORE (a header waits to share its segment with the body that follows).
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let n = syscall!(send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags))?;
     Ok(n as usize)
 }
 

@@ -143,6 +143,10 @@ pub(crate) struct CopyJob {
     deadline: Option<Instant>,
     last_progress: Instant,
     needs_truncate: bool,
+    /// Length of `Options::header`, which occupies stream offsets `0..header_len`; `header_sent`
+    /// once it is staged.
+    header_len: u64,
+    header_staged: bool,
     pub worker: usize,
 }
 
@@ -198,6 +202,8 @@ impl CopyJob {
             deadline,
             last_progress: req.shared.start,
             needs_truncate: false,
+            header_len: req.opts.header.as_ref().map_or(0, |h| h.len() as u64),
+            header_staged: false,
             worker,
             req,
         }
@@ -380,6 +386,15 @@ impl CopyJob {
             return;
         };
         let depth = if self.exec == Exec::Sync { 1 } else { self.req.depth };
+        if self.header_len > 0 && !self.header_staged {
+            let Some(mut buf) = io.lease() else { return };
+            let h = self.req.opts.header.as_deref().unwrap_or_default();
+            buf.as_mut_slice()[..h.len()].copy_from_slice(h);
+            self.header_staged = true;
+            self.chains += 1;
+            let len = h.len() as u32;
+            self.emit(io, 0, Staged::Buf { buf, len, valid: len });
+        }
         while self.chains < depth && io.room(self.exec, 2) {
             if let Some(t) = self.throttle_until {
                 if now < t {
@@ -630,7 +645,7 @@ impl CopyJob {
             self.plan.push_front((off + u64::from(n), u64::from(want - n)));
         }
         let len = if self.req.opts.direct { (n as usize).next_multiple_of(DIRECT_ALIGN) as u32 } else { n };
-        let base = off - self.req.start;
+        let base = off - self.req.start + self.header_len;
         self.emit(io, base, Staged::Buf { buf, len, valid: n });
     }
 
@@ -686,8 +701,10 @@ impl CopyJob {
     ) {
         let t = self.tag(Op::Write { base, start, len, valid });
         let ud = if self.dst_stream {
-            let zc = self.mode == Mode::UringSendZc;
-            io.send(self.exec, t, dst, buf, start as usize, len as usize, zc)
+            // The header (stream offset 0) goes with MSG_MORE and without zero-copy.
+            let is_header = base == 0 && self.header_len > 0;
+            let zc = self.mode == Mode::UringSendZc && !is_header;
+            io.send(self.exec, t, dst, buf, start as usize, len as usize, zc, is_header)
         } else {
             io.write(self.exec, t, dst, buf, start as usize, len as usize, base + u64::from(start))
         };
@@ -721,7 +738,10 @@ impl CopyJob {
             }
             m => m as u32,
         };
-        let counted = (start + m).min(valid).saturating_sub(start.min(valid));
+        let mut counted = (start + m).min(valid).saturating_sub(start.min(valid));
+        if base < self.header_len {
+            counted = 0; // the header is not part of the body
+        }
         if counted > 0 {
             self.add_bytes(u64::from(counted));
         }
@@ -768,7 +788,7 @@ impl CopyJob {
         } else if n < want {
             self.plan.push_front((off + u64::from(n), u64::from(want - n)));
         }
-        let at = off - self.req.start;
+        let at = off - self.req.start + self.header_len;
         self.emit(io, at, Staged::Pipe { pipe, left: n });
     }
 

@@ -180,6 +180,12 @@ pub struct Options {
     pub deadline: Option<Duration>,
     /// Give up when no byte has moved for this long (a peer that stops reading or sending).
     pub idle_timeout: Option<Duration>,
+    /// Bytes sent before the body on a socket sink (an HTTP response head, say), with MSG_MORE
+    /// so header and first body bytes share a segment. At most one chunk long; not counted in
+    /// `Report::bytes`.
+    pub header: Option<Vec<u8>>,
+    /// SO_SNDBUF / SO_RCVBUF for socket endpoints (the kernel doubles and caps it).
+    pub socket_buffer: Option<usize>,
     /// Permission bits for a new destination; `None` copies the source's.
     pub create_mode: Option<u32>,
 }
@@ -199,6 +205,8 @@ impl Default for Options {
             rate: None,
             deadline: None,
             idle_timeout: None,
+            header: None,
+            socket_buffer: None,
             create_mode: None,
         }
     }

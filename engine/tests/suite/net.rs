@@ -242,3 +242,39 @@ fn wrong_mode_for_the_pair_names_the_ones_that_work() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("cannot move socket -> file") && e.to_string().contains("splice"), "{e}");
 }
+
+#[test]
+fn header_goes_first_then_the_body_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write_pattern(&src, (3 << 20) + 17, 12);
+    let body = std::fs::read(&src).unwrap();
+    let header = b"HTTP/1.1 200 OK\r\nContent-Length: 3145745\r\n\r\n".to_vec();
+    for (backend, engine) in engines() {
+        for mode in net_modes(backend, false, true) {
+            let (a, b) = pair();
+            let reader = std::thread::spawn(move || {
+                let mut b = b;
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).unwrap();
+                got
+            });
+            let opts =
+                Options { mode, header: Some(header.clone()), socket_buffer: Some(1 << 20), ..Options::default() };
+            let r = engine.copy(Source::file(&src), Sink::socket(a), opts).unwrap().wait().unwrap();
+            let got = reader.join().unwrap();
+            assert_eq!(r.bytes, body.len() as u64, "{backend} {mode}: header counted as body");
+            assert_eq!(&got[..header.len()], &header[..], "{backend} {mode}");
+            assert!(got[header.len()..] == body[..], "{backend} {mode}: body differs");
+        }
+    }
+    let e = Engine::new()
+        .unwrap()
+        .copy(
+            Source::file(&src),
+            Sink::file(dir.path().join("x")),
+            Options { header: Some(vec![1]), ..Options::default() },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("header applies to a socket sink"), "{e}");
+}
