@@ -186,7 +186,8 @@ pub fn fio_json(s: &[Summary], rows: &[Row]) -> serde_json::Value {
 }
 
 pub fn fs_type(p: &Path) -> String {
-    let out = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(p).output();
+    // findmnt names ext4 as ext4 (stat -f says "ext2/ext3" for all three).
+    let out = std::process::Command::new("findmnt").args(["-n", "-o", "FSTYPE", "--target"]).arg(p).output();
     out.ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())

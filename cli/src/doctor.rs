@@ -37,6 +37,9 @@ pub fn run(as_json: bool) -> Result<ExitCode> {
             ("file->file (large)", big, why_big),
             ("file->file (large, reflink fs)", reflink, why_reflink),
             ("file->file (O_DIRECT)", direct, why_direct),
+            ("file->socket", e.auto_net_mode(false, true).0, e.auto_net_mode(false, true).1),
+            ("socket->file", e.auto_net_mode(true, false).0, e.auto_net_mode(true, false).1),
+            ("socket->socket", e.auto_net_mode(true, true).0, e.auto_net_mode(true, true).1),
         ]
     });
     if as_json {
