@@ -105,7 +105,7 @@ pub(crate) struct Io<T> {
     reaped: Vec<Completion<T>>,
 }
 
-impl<T> Io<T> {
+impl<T: Clone> Io<T> {
     pub fn new(ring: Option<Ring<T>>, pool: Option<BufPool>, pipes: PipePool) -> Self {
         Io { ring, pool, pipes, ready: VecDeque::new(), reaped: Vec::new() }
     }
@@ -152,35 +152,55 @@ impl<T> Io<T> {
         self.ready.push_back(Done { tag, res, buf, pipe, opened: None, ud: 0, latency: t0.elapsed() });
     }
 
-    fn ring_result(&mut self, r: Result<u64, PushError>, tag_back: impl FnOnce() -> T) -> Option<u64> {
-        match r {
+    /// An op refused before it reached any kernel (a path with a NUL byte, say).
+    fn refuse(&mut self, tag: T, errno: i32) -> Option<u64> {
+        self.ready.push_back(Done {
+            tag,
+            res: -errno,
+            buf: None,
+            pipe: None,
+            opened: None,
+            ud: 0,
+            latency: Duration::ZERO,
+        });
+        None
+    }
+
+    fn uses_ring(&self, ex: Exec) -> bool {
+        ex == Exec::Ring && self.ring.is_some()
+    }
+
+    /// Pushes one op on the ring. A push that fails becomes an immediate `Done` carrying the
+    /// error and everything the op held (contract points 1 and 2).
+    fn on_ring(&mut self, tag: T, push: impl FnOnce(&mut Ring<T>, T) -> Result<u64, PushError>) -> Option<u64> {
+        let ring = self.ring.as_mut().expect("uses_ring checked");
+        match push(ring, tag.clone()) {
             Ok(ud) => Some(ud),
             Err((e, held)) => {
-                self.ready.push_back(from_held(tag_back(), neg(&e), held, Duration::ZERO));
+                self.ready.push_back(from_held(tag, neg(&e), held, Duration::ZERO));
                 None
             }
         }
     }
 
     /// Reads up to `len` bytes at `off` into `buf`.
-    pub fn read(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize, off: u64) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.read(tag, fd, buf, len, off);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let len = len.min(buf.capacity());
-                let res = sys::pread(fd.as_fd(), &mut buf.as_mut_slice()[..len], off);
-                self.sync_done(tag, res, Some(buf), None, t0);
-                None
-            }
+    pub fn read(
+        &mut self,
+        ex: Exec,
+        tag: T,
+        fd: &Arc<OwnedFd>,
+        mut buf: BufLease,
+        len: usize,
+        off: u64,
+    ) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.read(tag, fd, buf, len, off));
         }
+        let t0 = Instant::now();
+        let len = len.min(buf.capacity());
+        let res = sys::pread(fd.as_fd(), &mut buf.as_mut_slice()[..len], off);
+        self.sync_done(tag, res, Some(buf), None, t0);
+        None
     }
 
     /// Writes `buf[start..start+len]` at `off`.
@@ -194,44 +214,26 @@ impl<T> Io<T> {
         start: usize,
         len: usize,
         off: u64,
-    ) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.write(tag, fd, buf, start, len, off);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::pwrite(fd.as_fd(), &buf.as_mut_slice()[start..start + len], off);
-                self.sync_done(tag, res, Some(buf), None, t0);
-                None
-            }
+    ) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.write(tag, fd, buf, start, len, off));
         }
+        let t0 = Instant::now();
+        let res = sys::pwrite(fd.as_fd(), &buf.as_mut_slice()[start..start + len], off);
+        self.sync_done(tag, res, Some(buf), None, t0);
+        None
     }
 
     /// Receives up to `len` bytes from a stream socket into `buf`.
-    pub fn recv(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.recv(tag, fd, buf, len);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let len = len.min(buf.capacity());
-                let res = sys::recv(fd.as_fd(), &mut buf.as_mut_slice()[..len]);
-                self.sync_done(tag, res, Some(buf), None, t0);
-                None
-            }
+    pub fn recv(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, mut buf: BufLease, len: usize) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.recv(tag, fd, buf, len));
         }
+        let t0 = Instant::now();
+        let len = len.min(buf.capacity());
+        let res = sys::recv(fd.as_fd(), &mut buf.as_mut_slice()[..len]);
+        self.sync_done(tag, res, Some(buf), None, t0);
+        None
     }
 
     /// Sends `buf[start..start+len]` on a stream socket (SEND_ZC on the ring when `zero_copy`).
@@ -246,23 +248,14 @@ impl<T> Io<T> {
         len: usize,
         zero_copy: bool,
         more: bool,
-    ) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.send(tag, fd, buf, start, len, zero_copy, more);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::send(fd.as_fd(), &buf.as_mut_slice()[start..start + len], more);
-                self.sync_done(tag, res, Some(buf), None, t0);
-                None
-            }
+    ) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.send(tag, fd, buf, start, len, zero_copy, more));
         }
+        let t0 = Instant::now();
+        let res = sys::send(fd.as_fd(), &buf.as_mut_slice()[start..start + len], more);
+        self.sync_done(tag, res, Some(buf), None, t0);
+        None
     }
 
     /// sendfile from `src` at `off` to the socket `dst`; always synchronous.
@@ -281,23 +274,14 @@ impl<T> Io<T> {
         off: Option<u64>,
         pipe: Pipe,
         len: usize,
-    ) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.splice_in(tag, fd, off, pipe, len);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::splice(fd.as_fd(), off, pipe.write.as_fd(), None, len);
-                self.sync_done(tag, res, None, Some(pipe), t0);
-                None
-            }
+    ) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.splice_in(tag, fd, off, pipe, len));
         }
+        let t0 = Instant::now();
+        let res = sys::splice(fd.as_fd(), off, pipe.write.as_fd(), None, len);
+        self.sync_done(tag, res, None, Some(pipe), t0);
+        None
     }
 
     /// Moves up to `len` bytes out of `pipe` into `fd` (at `off`).
@@ -309,23 +293,14 @@ impl<T> Io<T> {
         fd: &Arc<OwnedFd>,
         off: Option<u64>,
         len: usize,
-    ) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.splice_out(tag, pipe, fd, off, len);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::splice(pipe.read.as_fd(), None, fd.as_fd(), off, len);
-                self.sync_done(tag, res, None, Some(pipe), t0);
-                None
-            }
+    ) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.splice_out(tag, pipe, fd, off, len));
         }
+        let t0 = Instant::now();
+        let res = sys::splice(pipe.read.as_fd(), None, fd.as_fd(), off, len);
+        self.sync_done(tag, res, None, Some(pipe), t0);
+        None
     }
 
     /// copy_file_range; always synchronous (io_uring has no such op).
@@ -344,175 +319,91 @@ impl<T> Io<T> {
     }
 
     /// Opens `path` with open(2) `flags` and creation `mode`; the descriptor arrives in `Done::opened`.
-    pub fn open(&mut self, ex: Exec, tag: T, path: &Path, flags: i32, mode: u32) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let c = match CString::new(path.as_os_str().as_bytes()) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        self.ready.push_back(Done {
-                            tag,
-                            res: -libc::EINVAL,
-                            buf: None,
-                            pipe: None,
-                            opened: None,
-                            ud: 0,
-                            latency: Duration::ZERO,
-                        });
-                        return None;
-                    }
-                };
-                let t = tag.clone();
-                let res = r.openat(tag, c, flags, mode);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let acc = flags & libc::O_ACCMODE;
-                let res = OpenOptions::new()
-                    .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
-                    .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
-                    .custom_flags(flags & !libc::O_ACCMODE)
-                    .mode(mode)
-                    .open(path);
-                let (res, opened) = match res {
-                    Ok(f) => (0, Some(OwnedFd::from(f))),
-                    Err(e) => (neg(&e), None),
-                };
-                self.ready.push_back(Done { tag, res, buf: None, pipe: None, opened, ud: 0, latency: t0.elapsed() });
-                None
-            }
+    pub fn open(&mut self, ex: Exec, tag: T, path: &Path, flags: i32, mode: u32) -> Option<u64> {
+        if self.uses_ring(ex) {
+            let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return self.refuse(tag, libc::EINVAL) };
+            return self.on_ring(tag, |r, tag| r.openat(tag, c, flags, mode));
         }
+        let t0 = Instant::now();
+        let acc = flags & libc::O_ACCMODE;
+        let res = OpenOptions::new()
+            .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+            .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+            .custom_flags(flags & !libc::O_ACCMODE)
+            .mode(mode)
+            .open(path);
+        let (res, opened) = match res {
+            Ok(f) => (0, Some(OwnedFd::from(f))),
+            Err(e) => (neg(&e), None),
+        };
+        self.ready.push_back(Done { tag, res, buf: None, pipe: None, opened, ud: 0, latency: t0.elapsed() });
+        None
     }
 
     /// Closes `fd`, reporting close(2)'s own error.
-    pub fn close(&mut self, ex: Exec, tag: T, fd: OwnedFd) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.close(tag, fd);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::close(fd).map(|_| 0);
-                self.sync_done(tag, res, None, None, t0);
-                None
-            }
+    pub fn close(&mut self, ex: Exec, tag: T, fd: OwnedFd) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.close(tag, fd));
         }
+        let t0 = Instant::now();
+        let res = sys::close(fd).map(|_| 0);
+        self.sync_done(tag, res, None, None, t0);
+        None
     }
 
     /// Renames `from` to `to` (atomically replacing `to`).
-    pub fn rename(&mut self, ex: Exec, tag: T, from: &Path, to: &Path) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let (Ok(a), Ok(b)) =
-                    (CString::new(from.as_os_str().as_bytes()), CString::new(to.as_os_str().as_bytes()))
-                else {
-                    self.ready.push_back(Done {
-                        tag,
-                        res: -libc::EINVAL,
-                        buf: None,
-                        pipe: None,
-                        opened: None,
-                        ud: 0,
-                        latency: Duration::ZERO,
-                    });
-                    return None;
-                };
-                let t = tag.clone();
-                let res = r.rename(tag, a, b);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = std::fs::rename(from, to).map(|_| 0);
-                self.sync_done(tag, res, None, None, t0);
-                None
-            }
+    pub fn rename(&mut self, ex: Exec, tag: T, from: &Path, to: &Path) -> Option<u64> {
+        if self.uses_ring(ex) {
+            let (Ok(a), Ok(b)) = (CString::new(from.as_os_str().as_bytes()), CString::new(to.as_os_str().as_bytes()))
+            else {
+                return self.refuse(tag, libc::EINVAL);
+            };
+            return self.on_ring(tag, |r, tag| r.rename(tag, a, b));
         }
+        let t0 = Instant::now();
+        let res = std::fs::rename(from, to).map(|_| 0);
+        self.sync_done(tag, res, None, None, t0);
+        None
     }
 
-    pub fn fsync(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.fsync(tag, fd);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::fsync(fd.as_fd()).map(|_| 0);
-                self.sync_done(tag, res, None, None, t0);
-                None
-            }
+    pub fn fsync(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.fsync(tag, fd));
         }
+        let t0 = Instant::now();
+        let res = sys::fsync(fd.as_fd()).map(|_| 0);
+        self.sync_done(tag, res, None, None, t0);
+        None
     }
 
-    pub fn fallocate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) => {
-                let t = tag.clone();
-                let res = r.fallocate(tag, fd, off, len);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::fallocate(fd.as_fd(), off, len).map(|_| 0);
-                self.sync_done(tag, res, None, None, t0);
-                None
-            }
+    pub fn fallocate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, off: u64, len: u64) -> Option<u64> {
+        if self.uses_ring(ex) {
+            return self.on_ring(tag, |r, tag| r.fallocate(tag, fd, off, len));
         }
+        let t0 = Instant::now();
+        let res = sys::fallocate(fd.as_fd(), off, len).map(|_| 0);
+        self.sync_done(tag, res, None, None, t0);
+        None
     }
 
-    pub fn ftruncate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, len: u64) -> Option<u64>
-    where
-        T: Clone,
-    {
-        match (ex, self.ring.as_mut()) {
-            (Exec::Ring, Some(r)) if r.has_ftruncate() => {
-                let t = tag.clone();
-                let res = r.ftruncate(tag, fd, len);
-                self.ring_result(res, || t)
-            }
-            _ => {
-                let t0 = Instant::now();
-                let res = sys::ftruncate(fd.as_fd(), len).map(|_| 0);
-                self.sync_done(tag, res, None, None, t0);
-                None
-            }
+    /// ftruncate; in the ring where the kernel has IORING_OP_FTRUNCATE (6.9+).
+    pub fn ftruncate(&mut self, ex: Exec, tag: T, fd: &Arc<OwnedFd>, len: u64) -> Option<u64> {
+        if self.uses_ring(ex) && self.ring.as_ref().is_some_and(|r| r.has_ftruncate()) {
+            return self.on_ring(tag, |r, tag| r.ftruncate(tag, fd, len));
         }
+        let t0 = Instant::now();
+        let res = sys::ftruncate(fd.as_fd(), len).map(|_| 0);
+        self.sync_done(tag, res, None, None, t0);
+        None
     }
 
     /// ASYNC_CANCEL of a ring op. Its own completion arrives like any other.
-    pub fn cancel(&mut self, tag: T, target: u64) -> bool
-    where
-        T: Clone,
-    {
-        match self.ring.as_mut() {
-            Some(r) => {
-                let t = tag.clone();
-                let res = r.cancel(tag, target);
-                self.ring_result(res, || t);
-                true
-            }
-            None => false,
+    pub fn cancel(&mut self, tag: T, target: u64) -> bool {
+        if self.ring.is_none() {
+            return false;
         }
+        self.on_ring(tag, |r, tag| r.cancel(tag, target));
+        true
     }
 
     /// Hands the ring what is queued; sleeps only when `block` and nothing is ready.
