@@ -460,23 +460,8 @@ fn net_send(c: &Contender, engines: &Engines, src: &Path, streams: usize, want: 
     let mut s = Sample { files: streams as u64, bytes: len * streams as u64, ..Sample::default() };
     match c {
         Contender::Ferry { mode, fallback } => {
-            let e = if *fallback { &engines.syscall } else { &engines.uring };
-            let ts: Vec<_> = senders
-                .into_iter()
-                .map(|sock| {
-                    e.copy(
-                        ferry::Source::file(src),
-                        ferry::Sink::socket(sock),
-                        Options { mode: *mode, ..Options::default() },
-                    )
-                })
-                .collect::<Result<_, _>>()?;
-            for t in ts {
-                let r = t.wait()?;
-                s.mode = r.mode.to_string();
-                s.backend = r.backend.to_string();
-                s.latency = Some(r.latency);
-            }
+            let jobs = senders.into_iter().map(|sock| (ferry::Source::file(src), ferry::Sink::socket(sock)));
+            ferry_all(engines, *mode, *fallback, jobs, &mut s)?;
         }
         Contender::RwLoop(bs) => {
             std::thread::scope(|sc| -> Result<()> {
@@ -523,6 +508,27 @@ fn net_send(c: &Contender, engines: &Engines, src: &Path, streams: usize, want: 
     Ok(s)
 }
 
+/// Starts every transfer at once on one engine, waits for all, and notes mode, backend and
+/// latency in `s`.
+fn ferry_all(
+    engines: &Engines,
+    mode: Mode,
+    fallback: bool,
+    jobs: impl Iterator<Item = (ferry::Source, ferry::Sink)>,
+    s: &mut Sample,
+) -> Result<()> {
+    let e = if fallback { &engines.syscall } else { &engines.uring };
+    let ts: Vec<_> =
+        jobs.map(|(src, dst)| e.copy(src, dst, Options { mode, ..Options::default() })).collect::<Result<_, _>>()?;
+    for t in ts {
+        let r = t.wait()?;
+        s.mode = r.mode.to_string();
+        s.backend = r.backend.to_string();
+        s.latency = Some(r.latency);
+    }
+    Ok(())
+}
+
 /// Socket -> file: in-process senders stream the (cached) source over `streams` connections
 /// with sendfile; the caller verifies every received file.
 fn net_recv(c: &Contender, engines: &Engines, src: &Path, dst_dir: &Path, streams: usize) -> Result<Sample> {
@@ -539,24 +545,9 @@ fn net_recv(c: &Contender, engines: &Engines, src: &Path, dst_dir: &Path, stream
     let mut s = Sample { files: streams as u64, bytes: len * streams as u64, ..Sample::default() };
     match c {
         Contender::Ferry { mode, fallback } => {
-            let e = if *fallback { &engines.syscall } else { &engines.uring };
-            let ts: Vec<_> = receivers
-                .into_iter()
-                .zip(&dsts)
-                .map(|(sock, d)| {
-                    e.copy(
-                        ferry::Source::socket(sock),
-                        ferry::Sink::file(d),
-                        Options { mode: *mode, ..Options::default() },
-                    )
-                })
-                .collect::<Result<_, _>>()?;
-            for t in ts {
-                let r = t.wait()?;
-                s.mode = r.mode.to_string();
-                s.backend = r.backend.to_string();
-                s.latency = Some(r.latency);
-            }
+            let jobs =
+                receivers.into_iter().zip(&dsts).map(|(sock, d)| (ferry::Source::socket(sock), ferry::Sink::file(d)));
+            ferry_all(engines, *mode, *fallback, jobs, &mut s)?;
         }
         Contender::RwLoop(bs) => {
             std::thread::scope(|sc| -> Result<()> {

@@ -291,18 +291,23 @@ pub fn write_results(
     Ok(dir)
 }
 
+/// Summary rows grouped by workload, in run order.
+fn by_workload(summary: &[Summary]) -> Vec<(&str, Vec<&Summary>)> {
+    let mut out: Vec<(&str, Vec<&Summary>)> = Vec::new();
+    for s in summary {
+        match out.iter_mut().find(|(w, _)| *w == s.workload) {
+            Some((_, rows)) => rows.push(s),
+            None => out.push((&s.workload, vec![s])),
+        }
+    }
+    out
+}
+
 /// Per workload: ferry's best row against the best row of everything else (limit rows aside),
 /// said plainly either way.
 pub fn verdicts(summary: &[Summary]) -> String {
     let mut out = String::from("\n## Where ferry wins and where it loses (best median vs best median)\n\n");
-    let mut workloads: Vec<&str> = Vec::new();
-    for s in summary {
-        if !workloads.contains(&s.workload.as_str()) {
-            workloads.push(&s.workload);
-        }
-    }
-    for w in workloads {
-        let rows: Vec<&Summary> = summary.iter().filter(|s| s.workload == w).collect();
+    for (w, rows) in by_workload(summary) {
         let best = |ferry: bool| {
             rows.iter()
                 .filter(|s| s.contender.starts_with("ferry") == ferry && !s.contender.contains("(limit)"))
@@ -345,14 +350,7 @@ fn plots(dir: &Path, summary: &[Summary]) -> Result<()> {
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, font)
         .map_err(|_| anyhow::anyhow!("font not usable"))?;
-    let mut workloads: Vec<&str> = Vec::new();
-    for s in summary {
-        if !workloads.contains(&s.workload.as_str()) {
-            workloads.push(&s.workload);
-        }
-    }
-    for w in workloads {
-        let rows: Vec<&Summary> = summary.iter().filter(|s| s.workload == w).collect();
+    for (w, rows) in by_workload(summary) {
         let slug: String = w.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         for (kind, what) in [("throughput", false), ("cpu", true)] {
             let png = dir.join(format!("{slug}-{kind}.png"));
