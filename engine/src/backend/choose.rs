@@ -43,6 +43,11 @@ impl Probed {
     pub fn uring_usable(&self) -> bool {
         matches!(&self.uring, Ok(p) if p.missing_required.is_empty())
     }
+
+    /// Whether the probe found the named opcode (see `ring::OPCODES`).
+    pub fn op_supported(&self, name: &str) -> bool {
+        matches!(&self.uring, Ok(p) if p.ops.iter().any(|(n, ok)| *n == name && *ok))
+    }
 }
 
 /// Probes io_uring once per process.

@@ -495,6 +495,11 @@ impl Engine {
                     self.backend, self.reason
                 )))
             }
+            Mode::UringSendZc if !backend::probe_report().op_supported("SEND_ZC") => {
+                Err(Error::new(ErrorKind::BackendUnavailable, "copy").with_detail(
+                    "mode uring-sendzc needs IORING_OP_SEND_ZC (Linux 6.0+), which this kernel lacks; use uring-fixed",
+                ))
+            }
             m if opts.direct && !matches!(m, Mode::UringFixed | Mode::Buffered) => {
                 Err(Error::invalid(format!("--direct works with modes uring-fixed and buffered, not {m}")))
             }
