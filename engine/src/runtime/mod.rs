@@ -44,6 +44,8 @@ impl Mailbox {
         if let Some(efd) = &self.efd {
             // Pairs with the worker's `asleep.store(true)` then `rx.is_empty()` check (both
             // SeqCst): either the worker sees this message, or this sees the flag and signals.
+            // The fence orders the channel push before the flag read on every architecture.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.asleep.swap(false, Ordering::SeqCst) {
                 let _ = sys::eventfd_signal(std::os::fd::AsFd::as_fd(&**efd));
             }

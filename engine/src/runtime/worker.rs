@@ -108,6 +108,7 @@ impl Worker {
                 // Announce the sleep, then look at the mailbox once more (see Mailbox::send).
                 let block = block && {
                     self.cfg.asleep.store(true, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
                     self.cfg.rx.is_empty()
                 };
                 let r = self.io.submit(block, timeout);
