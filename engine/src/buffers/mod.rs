@@ -47,6 +47,7 @@ pub struct BufPool {
     size: usize,
     count: usize,
     free: Vec<u16>,
+    leaked: bool,
 }
 
 impl BufPool {
@@ -71,7 +72,7 @@ impl BufPool {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(BufPool { base, size, count, free: (0..count as u16).rev().collect() })
+        Ok(BufPool { base, size, count, free: (0..count as u16).rev().collect(), leaked: false })
     }
 
     pub fn buf_size(&self) -> usize {
@@ -87,6 +88,12 @@ impl BufPool {
         // SAFETY: index < count, so the offset stays inside the mapping.
         let ptr = unsafe { self.base.add(index as usize * self.size) };
         Some(BufLease { index, ptr, len: self.size })
+    }
+
+    /// Keeps the mapping alive forever: for the one case where ops that may still write into it
+    /// can no longer be reaped (a ring whose io_uring_enter itself fails).
+    pub(crate) fn leak(&mut self) {
+        self.leaked = true;
     }
 
     /// Returns a buffer. The caller got it back from its completion (or never submitted it).
@@ -109,6 +116,9 @@ impl BufPool {
 
 impl Drop for BufPool {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: `base` and the length are those of our own mapping. The ring that registered
         // the slab owns the pool and drops its io_uring (unregistering, all ops reaped) first.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.count * self.size) };

@@ -588,7 +588,9 @@ impl<T> Drop for Ring<T> {
             if self.wait(Some(Duration::from_millis(100))).is_err() {
                 // The ring itself failed: nothing more can be reaped, and freeing resources the
                 // kernel may still hold is not allowed, so leak them deliberately.
+                // That includes the slab: an unregistered READ may still write into it.
                 std::mem::forget(std::mem::take(&mut self.slots));
+                self.pool.leak();
                 return;
             }
             self.reap(&mut sink);

@@ -22,9 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
-
-use super::{Endpoint, Latency, Mode, Report, Request};
+use super::{Endpoint, Mode, Report, Request};
 use crate::backend::{Backend, Done, Exec, Io};
 use crate::buffers::BufLease;
 use crate::error::{Error, ErrorKind};
@@ -138,7 +136,7 @@ pub(crate) struct CopyJob {
     cancels_sent: bool,
     bytes: u64,
     ops: u64,
-    hist: Option<Histogram<u64>>,
+    latency: super::latency::Recorder,
     throttle_until: Option<Instant>,
     deadline: Option<Instant>,
     last_progress: Instant,
@@ -197,7 +195,7 @@ impl CopyJob {
             cancels_sent: false,
             bytes: 0,
             ops: 0,
-            hist: None,
+            latency: Default::default(),
             throttle_until: None,
             deadline,
             last_progress: req.shared.start,
@@ -494,9 +492,7 @@ impl CopyJob {
     }
 
     fn record(&mut self, d: &Done<Tag>) {
-        let h =
-            self.hist.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid bounds"));
-        let _ = h.record((d.latency.as_nanos() as u64).max(1));
+        self.latency.record(d.latency);
     }
 
     fn add_bytes(&mut self, n: u64) {
@@ -1009,13 +1005,7 @@ impl CopyJob {
                 None
             }
             None => {
-                let latency = self.hist.as_ref().map_or(Latency::default(), |h| Latency {
-                    count: h.len(),
-                    p50_ns: h.value_at_quantile(0.5),
-                    p99_ns: h.value_at_quantile(0.99),
-                    p999_ns: h.value_at_quantile(0.999),
-                    max_ns: h.max(),
-                });
+                let latency = self.latency.summary();
                 let bytes = self.bytes;
                 shared.finish(Ok(Report {
                     backend,

@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 
 pub(crate) mod job;
+mod latency;
 mod plan;
 mod rate;
 mod tree;
